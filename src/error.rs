@@ -1,0 +1,307 @@
+//! The crate's one public error type.
+//!
+//! Every fallible call in `actix-nsq` returns [`Error`]. Callers match on the variant when they
+//! need to, or ask the predicates ([`Error::is_fatal`], [`Error::is_disconnect`],
+//! [`Error::is_timeout`], [`Error::outcome_unknown`]) the questions a retry policy asks.
+
+use std::{fmt, io, sync::Arc};
+
+use crate::protocol::ServerError;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of NSQ name failed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameKind {
+    /// A topic name.
+    Topic,
+    /// A channel name.
+    Channel,
+    /// An RSMQ queue name.
+    Queue,
+    /// An RSMQ message id.
+    MessageId,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::Topic => "topic",
+            NameKind::Channel => "channel",
+            NameKind::Queue => "queue",
+            NameKind::MessageId => "message id",
+        })
+    }
+}
+
+/// Why a frame from the wire (or a line a client sent to the test server) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The size prefix was smaller than the 4-byte frame type it must contain.
+    #[error("frame size {0} is smaller than the frame type field")]
+    FrameTooSmall(i64),
+    /// The size prefix exceeds the configured maximum; nothing was allocated for it.
+    #[error("frame size {size} exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The size the peer announced.
+        size: u64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The peer answered with HTTP: the address is nsqd's HTTP port, not its TCP port.
+    #[error("the peer spoke HTTP: is this nsqd's HTTP port instead of its TCP port?")]
+    LooksLikeHttp,
+    /// A frame type other than response (0), error (1) or message (2).
+    #[error("unknown frame type {0}")]
+    UnknownFrameType(i32),
+    /// A message frame too short to hold timestamp, attempts and id.
+    #[error("message frame of {0} bytes is shorter than its 26-byte header")]
+    ShortMessage(usize),
+    /// A message id with bytes that could not be echoed back safely in FIN/REQ/TOUCH.
+    #[error("message id contains non-printable bytes")]
+    BadMessageId,
+    /// A response arrived that no command was waiting for.
+    #[error("unexpected response {0:?}")]
+    UnexpectedResponse(String),
+    /// A response that does not fit the step of the handshake it arrived in.
+    #[error("unexpected handshake reply: {0}")]
+    Handshake(String),
+    /// The peer closed the stream in the middle of a frame.
+    #[error("stream ended in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    /// A command line (server side) that was too long or otherwise malformed.
+    #[error("malformed command: {0}")]
+    BadCommand(String),
+}
+
+/// Why a message body (or a batch of bodies) was rejected before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// nsqd rejects empty message bodies with a fatal `E_BAD_MESSAGE`.
+    #[error("message body is empty")]
+    Empty,
+    /// The body is larger than the server's `--max-msg-size`.
+    #[error("message body of {size} bytes exceeds the maximum message size of {max} bytes")]
+    TooLarge {
+        /// Size of the offending body.
+        size: usize,
+        /// The limit it was checked against.
+        max: usize,
+    },
+    /// A multi-publish with no messages.
+    #[error("a multi-publish needs at least one message")]
+    NoMessages,
+    /// The whole MPUB body is larger than the server's `--max-body-size`.
+    #[error("multi-publish body of {size} bytes exceeds the maximum body size of {max} bytes")]
+    BatchTooLarge {
+        /// Size of the encoded MPUB body.
+        size: usize,
+        /// The limit it was checked against.
+        max: usize,
+    },
+    /// One message of a multi-publish was rejected.
+    #[error("message {index} of the batch: {source}")]
+    InBatch {
+        /// Zero-based index of the message in the batch.
+        index: usize,
+        /// What was wrong with it.
+        source: Box<BodyError>,
+    },
+    /// A deferred-publish delay outside what nsqd accepts (a fatal `E_INVALID` on the server).
+    #[error("defer of {ms} ms is outside nsqd's range 0..={max_ms} ms")]
+    DeferOutOfRange {
+        /// The requested delay.
+        ms: u128,
+        /// The largest delay accepted.
+        max_ms: u64,
+    },
+    /// An RSMQ body that Node rsmq and PyRSMQ could not read (they only handle UTF-8 text).
+    #[error("message body is not valid UTF-8 text")]
+    NotUtf8,
+}
+
+/// The error type of every fallible operation in this crate.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A topic, channel, queue name or id that the server would reject.
+    #[error("invalid {kind} {name:?}: {reason}")]
+    InvalidName {
+        /// What was being named.
+        kind: NameKind,
+        /// The rejected input (lossily converted to text).
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A message body the server would reject; nothing was sent.
+    #[error("invalid message body: {0}")]
+    InvalidBody(#[from] BodyError),
+    /// A configuration value out of range; `field` names the setting.
+    #[error("invalid configuration `{field}`: {reason}")]
+    Config {
+        /// The name of the setting, as in the builder.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The peer broke the NSQ protocol; the connection is dropped and re-established.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// nsqd answered with an `E_*` error frame.
+    #[error("nsqd error: {0}")]
+    Server(#[from] ServerError),
+    /// An I/O error on the socket.
+    #[error("i/o error: {0}")]
+    Io(Arc<io::Error>),
+    /// TLS setup or handshake failed, or the server did not offer TLS when it was required.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Compression (snappy or deflate) failed.
+    #[error("compression: {0}")]
+    Compression(String),
+    /// The server requires AUTH and no secret was configured, or AUTH was refused.
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// An operation did not complete in time; `what` says which.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The connection was lost while the request was pending; it may be retried.
+    #[error("disconnected from nsqd")]
+    Disconnected,
+    /// A publish was written but its connection died before nsqd answered: the message may or
+    /// may not have been enqueued. Retrying can duplicate it.
+    #[error("publish outcome unknown: the connection to {addr} was lost before nsqd answered")]
+    OutcomeUnknown {
+        /// The nsqd the publish was written to.
+        addr: String,
+    },
+    /// A response to a delivered message after the connection that delivered it died. nsqd
+    /// will redeliver the message once its `msg_timeout` expires.
+    #[error("connection to {addr} lost; the message will be redelivered after its timeout")]
+    ConnectionLost {
+        /// The nsqd that delivered the message.
+        addr: String,
+    },
+    /// No connection is up to take the request.
+    #[error("not connected to any nsqd")]
+    NotConnected,
+    /// The consumer, producer or connection has been stopped.
+    #[error("stopped")]
+    Stopped,
+    /// A connection gave up reconnecting after the configured number of attempts.
+    #[error("gave up connecting to {addr} after {attempts} attempts")]
+    GaveUp {
+        /// The nsqd address.
+        addr: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// An HTTP request to nsqd or nsqlookupd failed, or was answered with an error status.
+    #[error("http {status}: {message}")]
+    Http {
+        /// The HTTP status code, or 0 when no response arrived.
+        status: u16,
+        /// nsq's message (`{"message": "TOPIC_NOT_FOUND"}`), or what went wrong.
+        message: String,
+    },
+    /// A message handler failed, panicked or went away.
+    #[error("handler: {0}")]
+    Handler(String),
+    /// An actor's mailbox was closed or full.
+    #[error("mailbox: {0}")]
+    Mailbox(String),
+    /// A Redis error from the RSMQ transport.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// An RSMQ rule (`queueExists`, `queueNotFound`, ...) as the Node original names it.
+    #[error("rsmq {kind}: {message}")]
+    Rsmq {
+        /// Node rsmq's error name, e.g. `queueNotFound`.
+        kind: &'static str,
+        /// The human-readable message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// True when the error ends the connection it happened on (nsqd closes the connection
+    /// after every `E_*` except `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Server(e) => e.code.is_fatal(),
+            Error::Protocol(_) | Error::Io(_) | Error::Tls(_) | Error::Compression(_) => true,
+            Error::Auth(_) => true,
+            _ => false,
+        }
+    }
+
+    /// True when the error means a connection went away (the request may be retried elsewhere).
+    pub fn is_disconnect(&self) -> bool {
+        matches!(
+            self,
+            Error::Disconnected
+                | Error::NotConnected
+                | Error::ConnectionLost { .. }
+                | Error::OutcomeUnknown { .. }
+                | Error::Io(_)
+        )
+    }
+
+    /// True when the error is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+
+    /// True when a publish may have been enqueued even though it failed: retrying it can
+    /// produce a duplicate.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. } | Error::Timeout(_))
+    }
+
+    /// True when the input, not the network, was at fault: retrying the same call fails again.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidName { .. } | Error::InvalidBody(_) | Error::Config { .. })
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Config { field, reason: reason.into() }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn server_errors_are_fatal_except_fin_req_touch() {
+        let fin = Error::Server(ServerError::parse(b"E_FIN_FAILED FIN 0123 failed"));
+        assert!(!fin.is_fatal());
+        let invalid = Error::Server(ServerError::parse(b"E_INVALID invalid command"));
+        assert!(invalid.is_fatal());
+        assert!(matches!(invalid, Error::Server(ServerError { code: ErrorCode::Invalid, .. })));
+    }
+
+    #[test]
+    fn predicates_classify() {
+        assert!(Error::Disconnected.is_disconnect());
+        assert!(Error::OutcomeUnknown { addr: "x".into() }.outcome_unknown());
+        assert!(Error::Timeout("publish").is_timeout());
+        assert!(Error::config("max_in_flight", "too big").is_invalid_input());
+        assert_eq!(
+            Error::config("max_in_flight", "must be at most 65535").to_string(),
+            "invalid configuration `max_in_flight`: must be at most 65535"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! # actix-nsq
+//!
+//! A production NSQ client built on actix actors: consumers whose handlers are actors,
+//! connections that heal themselves, go-nsq's flow control and backoff, an in-process nsqd for
+//! tests, and an RSMQ transport beside it.
+//!
+//! The crate has three layers, kept strictly apart:
+//!
+//! * [`protocol`]: the NSQ TCP protocol, pure bytes <-> types;
+//! * `transport`: TLS, snappy and deflate as stream wrappers, and the handshake;
+//! * actors: one connection actor per nsqd, discovery, the RDY coordinator, handlers.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
+#![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
+
+mod error;
+pub mod protocol;
+
+pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
+pub use protocol::{Channel, Message, MessageId, Topic};

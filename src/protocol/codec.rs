@@ -1,0 +1,438 @@
+//! tokio-util codecs for both ends of the connection.
+//!
+//! [`NsqCodec`] is the client's: it decodes [`Frame`]s and encodes [`Command`]s.
+//! [`ServerCodec`] is nsqd's side, used by the in-process test server and by the property
+//! tests: it decodes command lines and bodies step by step (as nsqd's `IOLoop` reads them) and
+//! encodes frames.
+//!
+//! Decoding follows the tokio-util contract: on short input reserve what is missing and return
+//! `Ok(None)`; check every length against a limit *before* reserving; use checked arithmetic;
+//! return exactly one item per call; never spin on unknown input.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::{
+    Command, Frame, Message, MessageId, Response, ServerError, FRAME_TYPE_ERROR,
+    FRAME_TYPE_MESSAGE, FRAME_TYPE_RESPONSE, MESSAGE_HEADER_LEN,
+};
+use crate::error::{Error, ProtocolError};
+
+/// Default bound on a frame from nsqd: 16 MiB, well above nsqd's default `--max-msg-size`
+/// (1 MiB) while keeping a lying peer from making us allocate gigabytes.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// `"HTTP"` read as a big-endian i32: the peer is an HTTP server (go-nsq `protocol.go`).
+const HTTP_AS_SIZE: i32 = i32::from_be_bytes(*b"HTTP");
+
+/// Size limits a server enforces on publishes, checked again when encoding so that nothing
+/// nsqd would reject (with a fatal error that drops every other request on the connection)
+/// is ever written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// nsqd `--max-msg-size`: the largest single message.
+    pub max_msg_size: usize,
+    /// nsqd `--max-body-size`: the largest MPUB body.
+    pub max_body_size: usize,
+}
+
+impl PublishLimits {
+    /// nsqd's defaults: 1 MiB messages, 5 MiB bodies.
+    pub const NSQD_DEFAULT: Self = Self { max_msg_size: 1024 * 1024, max_body_size: 5 * 1024 * 1024 };
+
+    /// Checks a command against the limits. Only PUB, DPUB and MPUB carry messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidBody`] when a body is over a limit.
+    pub fn check(&self, command: &Command) -> Result<(), Error> {
+        match command {
+            Command::Pub { body, .. } | Command::Dpub { body, .. } => {
+                body.check_max(self.max_msg_size)?
+            }
+            Command::Mpub { bodies, .. } => bodies.check_max(self.max_msg_size, self.max_body_size)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Default for PublishLimits {
+    fn default() -> Self {
+        Self::NSQD_DEFAULT
+    }
+}
+
+/// The client codec: frames in, commands out.
+#[derive(Debug, Clone)]
+pub struct NsqCodec {
+    max_frame_len: usize,
+    limits: PublishLimits,
+}
+
+impl Default for NsqCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl NsqCodec {
+    /// A codec that rejects frames larger than `max_frame_len` bytes (size field excluded).
+    pub fn new(max_frame_len: usize) -> Self {
+        Self { max_frame_len, limits: PublishLimits::NSQD_DEFAULT }
+    }
+
+    /// Sets the limits publishes are checked against when encoded.
+    pub fn with_limits(mut self, limits: PublishLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The largest frame accepted.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// The publish limits in force.
+    pub fn limits(&self) -> PublishLimits {
+        self.limits
+    }
+}
+
+impl Decoder for NsqCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let Some(size_bytes) = src.get(..4) else {
+            src.reserve(4 - src.len());
+            return Ok(None);
+        };
+        let size = i32::from_be_bytes([size_bytes[0], size_bytes[1], size_bytes[2], size_bytes[3]]);
+        if size == HTTP_AS_SIZE {
+            return Err(ProtocolError::LooksLikeHttp.into());
+        }
+        if size < 4 {
+            return Err(ProtocolError::FrameTooSmall(i64::from(size)).into());
+        }
+        let size = size as usize; // non-negative, checked above
+        if size > self.max_frame_len {
+            return Err(ProtocolError::FrameTooLarge { size: size as u64, max: self.max_frame_len }
+                .into());
+        }
+        let total = size.checked_add(4).ok_or(ProtocolError::FrameTooLarge {
+            size: size as u64,
+            max: self.max_frame_len,
+        })?;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let frame_type = i32::from_be_bytes([src[4], src[5], src[6], src[7]]);
+        let data_len = size - 4;
+        match frame_type {
+            FRAME_TYPE_RESPONSE => {
+                src.advance(8);
+                Ok(Some(Frame::Response(Response::parse(src.split_to(data_len).freeze()))))
+            }
+            FRAME_TYPE_ERROR => {
+                src.advance(8);
+                let data = src.split_to(data_len);
+                Ok(Some(Frame::Error(ServerError::parse(&data))))
+            }
+            FRAME_TYPE_MESSAGE => {
+                if data_len < MESSAGE_HEADER_LEN {
+                    return Err(ProtocolError::ShortMessage(data_len).into());
+                }
+                let header = &src[8..8 + MESSAGE_HEADER_LEN];
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&header[..8]);
+                let attempts = u16::from_be_bytes([header[8], header[9]]);
+                let id = MessageId::from_slice(&header[10..26])?;
+                src.advance(8 + MESSAGE_HEADER_LEN);
+                let body = src.split_to(data_len - MESSAGE_HEADER_LEN).freeze();
+                Ok(Some(Frame::Message(Message::new(id, i64::from_be_bytes(ts), attempts, body))))
+            }
+            other => Err(ProtocolError::UnknownFrameType(other).into()),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(ProtocolError::Truncated(src.len()).into()),
+        }
+    }
+}
+
+impl Encoder<Command> for NsqCodec {
+    type Error = Error;
+
+    fn encode(&mut self, command: Command, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode(&command, dst)
+    }
+}
+
+impl Encoder<&Command> for NsqCodec {
+    type Error = Error;
+
+    fn encode(&mut self, command: &Command, dst: &mut BytesMut) -> Result<(), Error> {
+        self.limits.check(command)?;
+        command.encode(dst);
+        Ok(())
+    }
+}
+
+/// nsqd reads command lines with a 16 KiB `bufio.Reader` (`defaultBufferSize`); a longer line
+/// fails the read and closes the connection.
+pub const MAX_COMMAND_LINE: usize = 16 * 1024;
+
+/// What the server side reads next. nsqd reads a line, decides from it whether a body follows,
+/// then reads the 4-byte size, validates it, and only then reads the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    Line,
+    BodySize,
+    Body(usize),
+}
+
+/// One step of what a client sent, as nsqd reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inbound {
+    /// A command line without its `\n` (and without a `\r` before it).
+    Line(Bytes),
+    /// A body size (after [`ServerCodec::read_body_size`]).
+    BodySize(i32),
+    /// A body (after [`ServerCodec::read_body`]).
+    Body(Bytes),
+}
+
+/// The server codec: command lines and bodies in, frames out.
+#[derive(Debug, Clone)]
+pub struct ServerCodec {
+    state: ServerState,
+    max_line: usize,
+}
+
+impl Default for ServerCodec {
+    fn default() -> Self {
+        Self { state: ServerState::Line, max_line: MAX_COMMAND_LINE }
+    }
+}
+
+impl ServerCodec {
+    /// The next item will be a 4-byte body size.
+    pub fn read_body_size(&mut self) {
+        self.state = ServerState::BodySize;
+    }
+
+    /// The next item will be a body of `len` bytes (the caller has bounded `len`).
+    pub fn read_body(&mut self, len: usize) {
+        self.state = ServerState::Body(len);
+    }
+
+    /// Splits a command line into its space-separated words, as nsqd's `bytes.Split` does.
+    pub fn params(line: &[u8]) -> Vec<&[u8]> {
+        line.split(|&b| b == b' ').collect()
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = Inbound;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, Error> {
+        match self.state {
+            ServerState::Line => {
+                let Some(end) = src.iter().position(|&b| b == b'\n') else {
+                    if src.len() >= self.max_line {
+                        return Err(ProtocolError::BadCommand(format!(
+                            "command line longer than {} bytes",
+                            self.max_line
+                        ))
+                        .into());
+                    }
+                    return Ok(None);
+                };
+                if end >= self.max_line {
+                    return Err(ProtocolError::BadCommand("command line too long".into()).into());
+                }
+                let mut line = src.split_to(end + 1);
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                Ok(Some(Inbound::Line(line.freeze())))
+            }
+            ServerState::BodySize => {
+                let Some(size) = src.get(..4) else {
+                    src.reserve(4 - src.len());
+                    return Ok(None);
+                };
+                let size = i32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                src.advance(4);
+                self.state = ServerState::Line;
+                Ok(Some(Inbound::BodySize(size)))
+            }
+            ServerState::Body(len) => {
+                if src.len() < len {
+                    src.reserve(len - src.len());
+                    return Ok(None);
+                }
+                self.state = ServerState::Line;
+                Ok(Some(Inbound::Body(src.split_to(len).freeze())))
+            }
+        }
+    }
+}
+
+impl Encoder<Frame> for ServerCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        frame.encode(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<&Frame> for ServerCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        frame.encode(dst);
+        Ok(())
+    }
+}
+
+/// True for the commands nsqd follows with a body.
+pub fn command_has_body(name: &[u8]) -> bool {
+    matches!(name, b"IDENTIFY" | b"AUTH" | b"PUB" | b"MPUB" | b"DPUB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Batch, Body, ErrorCode, Topic};
+
+    fn decode_all(codec: &mut NsqCodec, bytes: &[u8]) -> Vec<Frame> {
+        let mut buf = BytesMut::from(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        assert!(buf.is_empty());
+        frames
+    }
+
+    #[test]
+    fn decodes_spec_fixtures() {
+        let mut codec = NsqCodec::default();
+        let mut bytes = b"\x00\x00\x00\x06\x00\x00\x00\x00OK".to_vec();
+        bytes.extend_from_slice(b"\x00\x00\x00\x0f\x00\x00\x00\x00_heartbeat_");
+        bytes.extend_from_slice(b"\x00\x00\x00\x0e\x00\x00\x00\x00CLOSE_WAIT");
+        bytes.extend_from_slice(b"\x00\x00\x00\x2e\x00\x00\x00\x01E_FIN_FAILED FIN x failed ID not in flight");
+        bytes.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1]);
+        bytes.extend_from_slice(b"0123456789abcdefhi");
+        let frames = decode_all(&mut codec, &bytes);
+        assert_eq!(frames[0], Frame::Response(Response::Ok));
+        assert_eq!(frames[1], Frame::Response(Response::Heartbeat));
+        assert_eq!(frames[2], Frame::Response(Response::CloseWait));
+        match &frames[3] {
+            Frame::Error(e) => assert_eq!(e.code, ErrorCode::FinFailed),
+            other => panic!("{other:?}"),
+        }
+        match &frames[4] {
+            Frame::Message(m) => {
+                assert_eq!((m.timestamp, m.attempts), (9, 1));
+                assert_eq!(m.id.as_str(), "0123456789abcdef");
+                assert_eq!(&m.body[..], b"hi");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reserves_on_short_input_and_yields_one_frame_per_call() {
+        let mut codec = NsqCodec::default();
+        let mut buf = BytesMut::from(&b"\x00\x00"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"\x00\x06\x00\x00\x00\x00O");
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() >= 10);
+        buf.extend_from_slice(b"K\x00\x00\x00\x06\x00\x00\x00\x00OK");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Response(Response::Ok)));
+        assert_eq!(buf.len(), 10);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Response(Response::Ok)));
+    }
+
+    #[test]
+    fn bounds_lengths_before_allocating() {
+        let mut codec = NsqCodec::new(100);
+        let mut buf = BytesMut::from(&b"\x7f\xff\xff\xff"[..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Protocol(ProtocolError::FrameTooLarge { .. })), "{err}");
+        assert!(buf.capacity() < 1024, "allocated {} bytes", buf.capacity());
+        for size in [&b"\xff\xff\xff\xff"[..], b"\x00\x00\x00\x03", b"\x80\x00\x00\x00"] {
+            let err = codec.decode(&mut BytesMut::from(size)).unwrap_err();
+            assert!(matches!(err, Error::Protocol(ProtocolError::FrameTooSmall(_))), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_http_unknown_types_and_short_messages() {
+        let mut codec = NsqCodec::default();
+        let err = codec.decode(&mut BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n"[..]));
+        assert!(matches!(err, Err(Error::Protocol(ProtocolError::LooksLikeHttp))));
+        let err = codec.decode(&mut BytesMut::from(&b"\x00\x00\x00\x04\x00\x00\x00\x07"[..]));
+        assert!(matches!(err, Err(Error::Protocol(ProtocolError::UnknownFrameType(7)))));
+        let err = codec.decode(&mut BytesMut::from(&b"\x00\x00\x00\x05\x00\x00\x00\x02x"[..]));
+        assert!(matches!(err, Err(Error::Protocol(ProtocolError::ShortMessage(1)))));
+        let mut msg = vec![0, 0, 0, 30, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        msg.extend_from_slice(b"0123456789abcd\n ");
+        let err = codec.decode(&mut BytesMut::from(&msg[..]));
+        assert!(matches!(err, Err(Error::Protocol(ProtocolError::BadMessageId))));
+    }
+
+    #[test]
+    fn eof_in_the_middle_of_a_frame_is_an_error() {
+        let mut codec = NsqCodec::default();
+        let mut buf = BytesMut::from(&b"\x00\x00\x00\x06\x00\x00"[..]);
+        let err = codec.decode_eof(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Protocol(ProtocolError::Truncated(6))));
+        assert_eq!(codec.decode_eof(&mut BytesMut::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn encoder_refuses_what_the_server_would_reject() {
+        let mut codec = NsqCodec::default()
+            .with_limits(PublishLimits { max_msg_size: 4, max_body_size: 20 });
+        let topic = Topic::new("t").unwrap();
+        let mut dst = BytesMut::new();
+        let big = Command::Pub { topic: topic.clone(), body: Body::new(&b"12345"[..]).unwrap() };
+        assert!(matches!(codec.encode(&big, &mut dst), Err(Error::InvalidBody(_))));
+        let batch = Batch::new([&b"1234"[..], b"1234", b"1234"]).unwrap();
+        let mpub = Command::Mpub { topic, bodies: batch };
+        assert!(matches!(codec.encode(&mpub, &mut dst), Err(Error::InvalidBody(_))));
+        assert!(dst.is_empty(), "nothing may be written for a rejected command");
+        codec.encode(Command::Nop, &mut dst).unwrap();
+        assert_eq!(&dst[..], b"NOP\n");
+    }
+
+    #[test]
+    fn server_codec_reads_like_nsqd() {
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::from(&b"SUB t c\r\nPUB t\n\x00\x00\x00\x02hiNOP\n"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"SUB t c"))));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"PUB t"))));
+        codec.read_body_size();
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::BodySize(2)));
+        codec.read_body(2);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Body(Bytes::from_static(b"hi"))));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"NOP"))));
+        assert_eq!(ServerCodec::params(b"REQ id 10"), vec![&b"REQ"[..], b"id", b"10"]);
+        let mut long = BytesMut::from(&vec![b'a'; MAX_COMMAND_LINE][..]);
+        assert!(codec.decode(&mut long).is_err());
+    }
+}
