@@ -13,8 +13,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
 
+mod delivery;
 mod error;
 pub mod protocol;
 
+pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};
