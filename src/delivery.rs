@@ -53,19 +53,32 @@ pub(crate) trait Respond: Send + Sync + 'static {
     fn respond(&self, meta: &Meta, action: Action) -> Result<(), Error>;
 }
 
+/// A message id: NSQ's 16 bytes inline (no allocation per message), or RSMQ's text id.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum DeliveryId {
+    Nsq(crate::protocol::MessageId),
+    Text(Arc<str>),
+}
+
+impl DeliveryId {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            DeliveryId::Nsq(id) => id.as_str(),
+            DeliveryId::Text(id) => id,
+        }
+    }
+}
+
 /// What a delivery says about its message.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Meta {
-    /// The id as text (16 bytes for NSQ, 32 characters for RSMQ).
-    pub(crate) id: Arc<str>,
+    pub(crate) id: DeliveryId,
     pub(crate) body: Bytes,
     pub(crate) attempts: u32,
     /// When the queue accepted the message, in nanoseconds since the Unix epoch.
     pub(crate) timestamp_nanos: i64,
     /// Where it came from: an nsqd address or an RSMQ queue.
     pub(crate) source: Arc<str>,
-    /// The NSQ message id, kept so that answers need no parsing.
-    pub(crate) nsq_id: Option<crate::protocol::MessageId>,
 }
 
 const RESPONDED: u8 = 1;
@@ -109,7 +122,7 @@ impl Delivery {
 
     /// The message id: 16 characters for NSQ, 32 for RSMQ.
     pub fn id(&self) -> &str {
-        &self.shared.meta.id
+        self.shared.meta.id.as_str()
     }
 
     /// The body (shares the read buffer; cloning it is cheap).
@@ -135,7 +148,10 @@ impl Delivery {
 
     /// The NSQ message id, when the message came from nsqd.
     pub fn nsq_id(&self) -> Option<&crate::protocol::MessageId> {
-        self.shared.meta.nsq_id.as_ref()
+        match &self.shared.meta.id {
+            DeliveryId::Nsq(id) => Some(id),
+            DeliveryId::Text(_) => None,
+        }
     }
 
     /// True once finish or requeue has been called.
@@ -193,7 +209,7 @@ impl Drop for Delivery {
             if self.shared.state.fetch_or(RESPONDED, Ordering::AcqRel) & RESPONDED == 0 {
                 let action = Action::Requeue { delay: Some(Duration::ZERO), backoff: true };
                 if let Err(error) = self.shared.responder.respond(&self.shared.meta, action) {
-                    tracing::debug!(id = %self.shared.meta.id, %error, "requeue of dropped delivery failed");
+                    tracing::debug!(id = self.shared.meta.id.as_str(), %error, "requeue of dropped delivery failed");
                 }
             }
         }
@@ -350,12 +366,11 @@ mod tests {
 
     fn meta() -> Meta {
         Meta {
-            id: "0123456789abcdef".into(),
+            id: DeliveryId::Text("0123456789abcdef".into()),
             body: Bytes::from_static(b"hi"),
             attempts: 1,
             timestamp_nanos: 0,
             source: "127.0.0.1:4150".into(),
-            nsq_id: None,
         }
     }
 

@@ -13,10 +13,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
 
+mod conn;
 mod delivery;
 mod error;
+mod handler;
+mod retry;
+mod transport;
 pub mod protocol;
 
+pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};

@@ -1,0 +1,219 @@
+//! What arrives on a connection: frames from nsqd, and answers from deliveries.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandler};
+
+use super::{
+    responder::Answer, ConnectionEvent, MessageOutcome, NsqdConnection, Outcome, Phase, Waiter,
+};
+use crate::{
+    delivery::{Action, Applied, Delivery, DeliveryId, Meta, Watch},
+    error::{Error, ProtocolError},
+    handler::Handled,
+    protocol::{Command, Frame, Message, Response, ServerError},
+};
+
+impl StreamHandler<Result<Frame, Error>> for NsqdConnection {
+    fn handle(&mut self, frame: Result<Frame, Error>, ctx: &mut Context<Self>) {
+        let Some(link) = &mut self.link else { return };
+        link.last_frame = std::time::Instant::now();
+        match frame {
+            Ok(Frame::Message(message)) => self.on_message(message, ctx),
+            Ok(Frame::Response(response)) => self.on_response(response, ctx),
+            Ok(Frame::Error(error)) => self.on_error_frame(error, ctx),
+            Err(error) => self.drop_link(error, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        let error = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "nsqd closed the connection");
+        self.drop_link(error.into(), ctx);
+    }
+}
+
+impl StreamHandler<Answer> for NsqdConnection {
+    fn handle(&mut self, answer: Answer, ctx: &mut Context<Self>) {
+        self.on_answer(answer, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // Answers end with the link; nothing to do.
+    }
+}
+
+impl NsqdConnection {
+    fn on_response(&mut self, response: Response, ctx: &mut Context<Self>) {
+        match response {
+            // Any command answers a heartbeat; NOP is the convention. The writer flushes it at
+            // once (a NOP stuck behind a timer would get us dropped: go-nsq PR #348).
+            Response::Heartbeat => {
+                let _ = self.write(&Command::Nop, ctx);
+            }
+            Response::Ok => match self.waiters.pop_front() {
+                Some(Waiter::Publish(tx)) => {
+                    let _ = tx.send(Ok(()));
+                    self.maybe_finish_close(ctx);
+                }
+                other => self.unexpected(other, "OK", ctx),
+            },
+            Response::CloseWait => match self.waiters.pop_front() {
+                Some(Waiter::CloseWait) => {
+                    if let Some(link) = &mut self.link {
+                        link.close_wait_seen = true;
+                    }
+                    self.maybe_finish_close(ctx);
+                }
+                other => self.unexpected(other, "CLOSE_WAIT", ctx),
+            },
+            Response::Data(data) => {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                self.unexpected(None, &text, ctx);
+            }
+        }
+    }
+
+    /// A response nobody was waiting for: our view of the stream is out of step with nsqd's,
+    /// so no later response can be trusted to belong to its waiter. Reset the link.
+    fn unexpected(&mut self, waiter: Option<Waiter>, what: &str, ctx: &mut Context<Self>) {
+        if let Some(waiter) = waiter {
+            self.waiters.push_front(waiter);
+        }
+        self.drop_link(ProtocolError::UnexpectedResponse(what.to_owned()).into(), ctx);
+    }
+
+    fn on_error_frame(&mut self, error: ServerError, ctx: &mut Context<Self>) {
+        if !error.is_fatal() {
+            // E_FIN_FAILED / E_REQ_FAILED / E_TOUCH_FAILED: usually the message timed out and
+            // was redelivered. Report it; the connection stays up.
+            tracing::warn!(nsqd = %self.addr, conn = self.id, code = %error.code, message = %error.message, "nsqd error");
+            self.emit(ConnectionEvent::ServerError {
+                id: self.id,
+                addr: self.addr.clone(),
+                error: Error::Server(error),
+            });
+            return;
+        }
+        // A fatal error answers the oldest pending command (nsqd answers in order), then nsqd
+        // closes the connection.
+        let error = Error::Server(error);
+        match self.waiters.pop_front() {
+            Some(Waiter::Publish(tx)) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+            Some(Waiter::CloseWait) | None => {}
+        }
+        self.drop_link(error, ctx);
+    }
+
+    fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else {
+            let error = ProtocolError::UnexpectedResponse("message on a connection that did not SUB".into());
+            self.drop_link(error.into(), ctx);
+            return;
+        };
+        link.in_flight += 1;
+        self.counters.in_flight.store(link.in_flight, Relaxed);
+        self.counters.received.fetch_add(1, Relaxed);
+        let report = subscription.signals.report_all();
+        let attempts = u32::from(message.attempts);
+        let meta = Meta {
+            id: DeliveryId::Nsq(message.id),
+            body: message.body,
+            attempts,
+            timestamp_nanos: message.timestamp,
+            source: self.addr.clone(),
+        };
+        let (delivery, watch) = Delivery::new(meta, link.responder.clone());
+        let give_up = subscription.gives_up_on(attempts);
+        let handled = if give_up {
+            subscription.give_up.dispatch(delivery)
+        } else {
+            subscription.handler.dispatch(delivery)
+        };
+        ctx.spawn(wrap_future(handled).map(move |handled, act: &mut Self, _| {
+            act.on_handled(&watch, handled, give_up);
+        }));
+        if report {
+            self.report(Outcome::Received);
+        }
+    }
+
+    fn on_handled(&mut self, watch: &Watch, handled: Handled, give_up: bool) {
+        let action = match &handled {
+            Handled::Returned(result) => crate::delivery::action_for(result),
+            Handled::Panicked(_) | Handled::Gone => Action::Requeue { delay: None, backoff: true },
+        };
+        match &handled {
+            Handled::Panicked(panic) => {
+                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), panic = %panic, give_up, "handler panicked; requeueing");
+            }
+            Handled::Gone => {
+                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), give_up, "no handler took the message (handler actors stopped); requeueing");
+            }
+            Handled::Returned(Err(error)) => {
+                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "handler failed; requeueing");
+            }
+            Handled::Returned(Ok(())) => {}
+        }
+        match watch.apply(action) {
+            Ok(Applied::Sent(_) | Applied::AlreadyAnswered | Applied::LeftToHolder) => {}
+            Err(error) => {
+                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "could not answer message");
+            }
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
+        let Some(subscription) = &self.subscription else { return };
+        let command = match answer.action {
+            Action::Finish => Command::Fin(answer.id),
+            Action::Requeue { delay, backoff } => {
+                let delay = subscription.requeue_delay(delay, answer.attempts);
+                if subscription.signals.pauses(backoff) {
+                    // Backoff will put every connection at RDY 0: do it here first, before
+                    // the REQ frees the slot (nsq#404).
+                    self.set_rdy(0, ctx);
+                }
+                Command::Req { id: answer.id, delay }
+            }
+            Action::Touch => {
+                self.counters.touched.fetch_add(1, Relaxed);
+                let _ = self.write(&Command::Touch(answer.id), ctx);
+                return;
+            }
+        };
+        if let Some(link) = &mut self.link {
+            link.in_flight = link.in_flight.saturating_sub(1);
+            self.counters.in_flight.store(link.in_flight, Relaxed);
+        }
+        let outcome = match answer.action {
+            Action::Requeue { backoff, .. } => {
+                self.counters.requeued.fetch_add(1, Relaxed);
+                Outcome::Requeued { backoff }
+            }
+            _ => {
+                self.counters.finished.fetch_add(1, Relaxed);
+                Outcome::Finished
+            }
+        };
+        if self.write(&command, ctx).is_err() {
+            return; // the link is gone; nsqd redelivers after msg_timeout
+        }
+        // Failures always matter to backoff; successes only when the coordinator asks.
+        let wanted = matches!(outcome, Outcome::Requeued { .. })
+            || self.subscription.as_ref().is_some_and(|s| s.signals.report_all());
+        if wanted {
+            self.report(outcome);
+        }
+        if self.phase == Phase::Closing {
+            self.maybe_finish_close(ctx);
+        }
+    }
+
+    fn report(&self, outcome: Outcome) {
+        if let Some(coordinator) = self.subscription.as_ref().and_then(|s| s.coordinator.as_ref()) {
+            coordinator.do_send(MessageOutcome { id: self.id, outcome });
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Messages in and out of an [`NsqdConnection`](super::NsqdConnection).
+//!
+//! Commands are imperative (`SetRdy`, `Publish`, `Close`); events are past tense
+//! (`ConnectionEvent::Connected`, `Disconnected`, ...). Owners receive events through a
+//! `Recipient`, so a test can stand in for the owner.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::Message;
+
+use crate::{error::Error, protocol::Command, transport::Negotiated};
+
+/// Identifies one connection within its consumer or producer.
+pub type ConnId = u64;
+
+/// Something that happened to a connection.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The handshake (and SUB, for consumers) succeeded; the connection is ready.
+    Connected {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// What nsqd agreed to.
+        negotiated: Box<Negotiated>,
+    },
+    /// The connection was lost or a connection attempt failed.
+    Disconnected {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// Why.
+        error: Error,
+        /// Messages delivered on the lost link that had not been answered; nsqd redelivers
+        /// them after their timeout.
+        lost_in_flight: u32,
+    },
+    /// Another attempt will be made after `delay`.
+    Reconnecting {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// Consecutive failed attempts so far.
+        attempt: u32,
+        /// When the next attempt starts.
+        delay: Duration,
+    },
+    /// The reconnect policy's attempts are used up: the connection stays down.
+    GaveUp {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// nsqd sent a non-fatal error (`E_FIN_FAILED`, `E_REQ_FAILED`, `E_TOUCH_FAILED`); the
+    /// connection stays up.
+    ServerError {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// The error.
+        error: Error,
+    },
+    /// The connection was closed on request (graceful stop).
+    Closed {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// Messages still unanswered when the deadline passed (0 after a clean drain).
+        abandoned: u32,
+    },
+}
+
+impl ConnectionEvent {
+    /// The connection the event is about.
+    pub fn id(&self) -> ConnId {
+        match self {
+            ConnectionEvent::Connected { id, .. }
+            | ConnectionEvent::Disconnected { id, .. }
+            | ConnectionEvent::Reconnecting { id, .. }
+            | ConnectionEvent::GaveUp { id, .. }
+            | ConnectionEvent::ServerError { id, .. }
+            | ConnectionEvent::Closed { id, .. } => *id,
+        }
+    }
+
+    /// The nsqd address the event is about.
+    pub fn addr(&self) -> &str {
+        match self {
+            ConnectionEvent::Connected { addr, .. }
+            | ConnectionEvent::Disconnected { addr, .. }
+            | ConnectionEvent::Reconnecting { addr, .. }
+            | ConnectionEvent::GaveUp { addr, .. }
+            | ConnectionEvent::ServerError { addr, .. }
+            | ConnectionEvent::Closed { addr, .. } => addr,
+        }
+    }
+}
+
+/// Set the connection's RDY (the number of messages nsqd may have in flight on it). Clamped to
+/// nsqd's `max_rdy_count`; a value equal to the current one sends nothing. Ignored while not
+/// connected (the owner sets RDY again after `Connected`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetRdy(pub(crate) u32);
+
+/// Write a command that nsqd answers with `OK` or an error (PUB, MPUB, DPUB), and wait for
+/// the answer. Responses are matched to requests in order: nsqd answers in order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct Publish(pub(crate) Command);
+
+/// Write a NOP: succeeds when the connection is up and the write was queued.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct Ping;
+
+/// Close gracefully: CLS (for consumers), wait for `CLOSE_WAIT` and for every message in flight
+/// to be answered (and every pending publish to be answered), then close, all within
+/// `deadline`. Resolves with the number of messages abandoned at the deadline.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "u32")]
+pub(crate) struct Close {
+    pub(crate) deadline: Duration,
+}
+
+/// Result of a delivered message, reported to the RDY coordinator (only what backoff and flow
+/// control need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub(crate) struct MessageOutcome {
+    pub(crate) id: ConnId,
+    pub(crate) outcome: Outcome,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A message arrived (only reported when the coordinator asks for per-message events).
+    Received,
+    /// FIN.
+    Finished,
+    /// REQ; `backoff` says whether it counts as a failure.
+    Requeued { backoff: bool },
+}

@@ -1,0 +1,217 @@
+//! Handing deliveries to user handlers: actix actors or closures.
+//!
+//! Actor handlers are reached with `Recipient::send`, which waits while the handler's mailbox
+//! is full instead of queueing without bound as `do_send` would. Several actors may share the
+//! work: each delivery goes to the next live one. Closure handlers run as futures; a panic in
+//! one is caught and becomes a failure (requeue with backoff), so one poison message cannot
+//! take the consumer down.
+
+use std::{
+    any::Any,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use actix::{MailboxError, Message, Recipient};
+use futures_util::FutureExt;
+
+use crate::delivery::{Delivery, HandlerResult};
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+type HandlerFn = Arc<dyn Fn(Delivery) -> HandlerFuture + Send + Sync>;
+
+/// Where deliveries go.
+#[derive(Clone)]
+pub(crate) enum HandlerSink {
+    Actors(Arc<ActorPool>),
+    Closure(HandlerFn),
+}
+
+pub(crate) struct ActorPool {
+    recipients: Vec<Recipient<Delivery>>,
+    next: AtomicUsize,
+}
+
+/// What became of a dispatched delivery.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// The handler returned this.
+    Returned(HandlerResult),
+    /// The handler panicked (closure handlers), with the panic message.
+    Panicked(String),
+    /// No live handler took it (every handler actor has stopped).
+    Gone,
+}
+
+impl HandlerSink {
+    pub(crate) fn actors(recipients: Vec<Recipient<Delivery>>) -> Self {
+        HandlerSink::Actors(Arc::new(ActorPool { recipients, next: AtomicUsize::new(0) }))
+    }
+
+    pub(crate) fn closure<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        HandlerSink::Closure(Arc::new(move |delivery| Box::pin(f(delivery))))
+    }
+
+    /// Hands `delivery` to a handler and resolves with what the handler made of it.
+    pub(crate) fn dispatch(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Handled>>> {
+        match self {
+            HandlerSink::Closure(f) => {
+                let started = std::panic::catch_unwind(AssertUnwindSafe(|| f(delivery)));
+                match started {
+                    Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind().map(
+                        |outcome| match outcome {
+                            Ok(result) => Handled::Returned(result),
+                            Err(panic) => Handled::Panicked(panic_message(&*panic)),
+                        },
+                    )),
+                    Err(panic) => {
+                        let message = panic_message(&*panic);
+                        Box::pin(async move { Handled::Panicked(message) })
+                    }
+                }
+            }
+            HandlerSink::Actors(pool) => match pool.pick() {
+                Some(recipient) => {
+                    let request = recipient.send(delivery);
+                    Box::pin(async move {
+                        match request.await {
+                            Ok(result) => Handled::Returned(result),
+                            Err(MailboxError::Closed | MailboxError::Timeout) => Handled::Gone,
+                        }
+                    })
+                }
+                None => Box::pin(async { Handled::Gone }),
+            },
+        }
+    }
+}
+
+impl ActorPool {
+    /// The next live recipient, round robin.
+    fn pick(&self) -> Option<&Recipient<Delivery>> {
+        let n = self.recipients.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &self.recipients[(start + i) % n]).find(|r| r.connected())
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+/// Sent to the give-up hook for a message delivered more than `max_attempts` times. Answer
+/// `Ok` to finish it (after logging it, moving it to a dead-letter topic, ...), `Err` to requeue
+/// it (it will come back to the hook).
+#[derive(Debug)]
+pub struct GiveUp(pub Delivery);
+
+impl Message for GiveUp {
+    type Result = HandlerResult;
+}
+
+/// What happens to messages past `max_attempts`.
+#[derive(Clone, Default)]
+pub(crate) enum GiveUpHook {
+    /// Log at `warn` with the id, attempts and source, then finish (go-nsq's default).
+    #[default]
+    Log,
+    Recipient(Recipient<GiveUp>),
+    Closure(HandlerFn),
+}
+
+impl GiveUpHook {
+    pub(crate) fn dispatch(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Handled>>> {
+        match self {
+            GiveUpHook::Log => {
+                tracing::warn!(
+                    id = delivery.id(),
+                    attempts = delivery.attempts(),
+                    source = delivery.source(),
+                    body_len = delivery.body().len(),
+                    "giving up on message after too many attempts; finishing it"
+                );
+                drop(delivery);
+                Box::pin(async { Handled::Returned(Ok(())) })
+            }
+            GiveUpHook::Recipient(recipient) => {
+                let request = recipient.send(GiveUp(delivery));
+                Box::pin(async move {
+                    match request.await {
+                        Ok(result) => Handled::Returned(result),
+                        Err(_) => Handled::Gone,
+                    }
+                })
+            }
+            GiveUpHook::Closure(f) => HandlerSink::Closure(f.clone()).dispatch(delivery),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::delivery::{Action, DeliveryId, Meta, Respond};
+    use crate::error::Error;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Action>>);
+    impl Respond for Recorder {
+        fn respond(&self, _: &Meta, action: Action) -> Result<(), Error> {
+            self.0.lock().unwrap().push(action);
+            Ok(())
+        }
+    }
+
+    fn delivery() -> Delivery {
+        let meta = Meta {
+            id: DeliveryId::Text("id".into()),
+            body: bytes::Bytes::from_static(b"x"),
+            attempts: 1,
+            timestamp_nanos: 0,
+            source: "test".into(),
+        };
+        Delivery::new(meta, Arc::new(Recorder::default())).0
+    }
+
+    #[actix_rt::test]
+    async fn closure_panics_are_caught() {
+        let sink = HandlerSink::closure(|_d: Delivery| async { panic!("poison") });
+        match sink.dispatch(delivery()).await {
+            Handled::Panicked(message) => assert_eq!(message, "poison"),
+            other => panic!("{other:?}"),
+        }
+        let sync_panic = HandlerSink::Closure(Arc::new(|_d| panic!("before the future")));
+        assert!(matches!(sync_panic.dispatch(delivery()).await, Handled::Panicked(_)));
+    }
+
+    #[actix_rt::test]
+    async fn closure_results_come_back() {
+        let sink = HandlerSink::closure(|_d: Delivery| async { Err("nope".into()) });
+        assert!(matches!(sink.dispatch(delivery()).await, Handled::Returned(Err(_))));
+    }
+
+    #[actix_rt::test]
+    async fn no_live_actor_means_gone() {
+        let sink = HandlerSink::actors(Vec::new());
+        assert!(matches!(sink.dispatch(delivery()).await, Handled::Gone));
+    }
+}
