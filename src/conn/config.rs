@@ -240,6 +240,21 @@ impl ConnectionConfig {
     }
 }
 
+/// Checks an nsqd TCP address: `host:port` with a non-empty host and a valid port.
+pub(crate) fn validate_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{addr:?} has no valid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has no valid port")),
+    }
+}
+
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Destructured so that a new field cannot be forgotten here (and never prints secrets).
@@ -290,6 +305,16 @@ mod tests {
                 Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        for ok in ["127.0.0.1:4150", "localhost:4150", "[::1]:4150", "nsqd-1.example:1"] {
+            assert!(validate_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "4150", "host:", ":4150", "host:0", "host:99999", "ho st:1"] {
+            assert!(validate_addr(bad).is_err(), "{bad}");
         }
     }
 

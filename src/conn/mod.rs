@@ -25,6 +25,7 @@ use actix::{
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
+pub(crate) use config::validate_addr;
 pub use config::ConnectionConfig;
 pub(crate) use messages::{Close, MessageOutcome, Outcome, Ping, Publish, SetRdy};
 pub use messages::{ConnId, ConnectionEvent};

@@ -1,0 +1,153 @@
+//! Configuration of a [`Producer`](super::Producer).
+
+use std::{fmt, time::Duration};
+
+use actix::Recipient;
+
+use super::Producer;
+use crate::{conn::ConnectionConfig, error::Error, ConnectionEvent};
+
+/// What to do when a publish may have been enqueued but its answer was lost (the connection
+/// died after the command was written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetryPolicy {
+    /// Fail with [`Error::OutcomeUnknown`]: the caller decides. No duplicate is ever created by
+    /// the producer. The default.
+    #[default]
+    Never,
+    /// Publish again on another connection, up to `attempts` more times. The message may then
+    /// be enqueued twice: only for consumers that de-duplicate or are idempotent.
+    AcceptDuplicates {
+        /// Extra attempts after the first.
+        attempts: u32,
+    },
+}
+
+/// Builds a [`Producer`].
+#[derive(Clone)]
+pub struct ProducerBuilder {
+    pub(crate) nsqd: Vec<String>,
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) max_outstanding: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_defer: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) events: Option<Recipient<ConnectionEvent>>,
+}
+
+impl ProducerBuilder {
+    /// Publishes awaiting an answer per connection before callers wait (backpressure).
+    pub const DEFAULT_MAX_OUTSTANDING: usize = 256;
+    /// How long a publish may wait for a connection, a slot and nsqd's answer.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// nsqd's default `--max-req-timeout`, which also bounds DPUB delays.
+    pub const DEFAULT_MAX_DEFER: Duration = Duration::from_secs(3600);
+
+    pub(crate) fn new() -> Self {
+        Self {
+            nsqd: Vec::new(),
+            connection: ConnectionConfig::new(),
+            max_outstanding: Self::DEFAULT_MAX_OUTSTANDING,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            max_defer: Self::DEFAULT_MAX_DEFER,
+            retry: RetryPolicy::Never,
+            events: None,
+        }
+    }
+
+    /// Adds an nsqd TCP address (`host:port`). Publishes spread across all of them and fail
+    /// over when one is down.
+    pub fn nsqd(mut self, addr: impl Into<String>) -> Self {
+        self.nsqd.push(addr.into());
+        self
+    }
+
+    /// Connection settings (TLS, compression, AUTH, timeouts, reconnects, publish limits).
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.connection = config;
+        self
+    }
+
+    /// How many publishes may await nsqd's answer on one connection; further callers wait.
+    pub fn max_outstanding(mut self, n: usize) -> Self {
+        self.max_outstanding = n;
+        self
+    }
+
+    /// Bound on a whole publish: waiting for a connection and a slot, and for the answer.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The largest DPUB delay accepted (nsqd's `--max-req-timeout`, 1 h by default; nsqd
+    /// answers a longer one with a fatal error that drops the connection).
+    pub fn max_defer(mut self, max: Duration) -> Self {
+        self.max_defer = max;
+        self
+    }
+
+    /// Whether to republish when the outcome of a publish is unknown.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Receives connection events (connected, disconnected, reconnecting, gave up, ...).
+    pub fn events(mut self, recipient: Recipient<ConnectionEvent>) -> Self {
+        self.events = Some(recipient);
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first invalid setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.nsqd.is_empty() {
+            return Err(Error::config("nsqd", "at least one nsqd address is needed"));
+        }
+        for addr in &self.nsqd {
+            crate::conn::validate_addr(addr).map_err(|reason| Error::config("nsqd", reason))?;
+        }
+        if self.max_outstanding == 0 {
+            return Err(Error::config("max_outstanding", "must be at least 1"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::config("request_timeout", "must be greater than zero"));
+        }
+        self.connection.validate()
+    }
+
+    /// Validates the configuration and starts one connection actor per nsqd in the current
+    /// actix arbiter. Connections are made in the background; publishes wait for one (within
+    /// the request timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration.
+    ///
+    /// # Panics
+    ///
+    /// Outside a running actix `System` (actors need an arbiter).
+    pub fn start(self) -> Result<Producer, Error> {
+        self.validate()?;
+        Ok(Producer::start(self))
+    }
+}
+
+impl fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("nsqd", &self.nsqd)
+            .field("connection", &self.connection)
+            .field("max_outstanding", &self.max_outstanding)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_defer", &self.max_defer)
+            .field("retry", &self.retry)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
