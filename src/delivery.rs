@@ -116,8 +116,17 @@ pub struct Delivery {
 
 impl Delivery {
     pub(crate) fn new(meta: Meta, responder: Arc<dyn Respond>) -> (Self, Watch) {
-        let shared = Arc::new(Shared { state: AtomicU8::new(0), meta, responder });
-        (Self { shared: shared.clone() }, Watch { shared })
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(0),
+            meta,
+            responder,
+        });
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            Watch { shared },
+        )
     }
 
     /// The message id: 16 characters for NSQ, 32 for RSMQ.
@@ -176,7 +185,10 @@ impl Delivery {
     ///
     /// [`Error::ConnectionLost`] when the connection that delivered it is gone.
     pub fn requeue(&self, delay: Option<Duration>) -> Result<(), Error> {
-        self.shared.respond(Action::Requeue { delay, backoff: true })
+        self.shared.respond(Action::Requeue {
+            delay,
+            backoff: true,
+        })
     }
 
     /// Puts the message back without counting a failure (go-nsq `RequeueWithoutBackoff`): for
@@ -186,7 +198,10 @@ impl Delivery {
     ///
     /// [`Error::ConnectionLost`] when the connection that delivered it is gone.
     pub fn requeue_without_backoff(&self, delay: Option<Duration>) -> Result<(), Error> {
-        self.shared.respond(Action::Requeue { delay, backoff: false })
+        self.shared.respond(Action::Requeue {
+            delay,
+            backoff: false,
+        })
     }
 
     /// Resets the message's timeout on the server: for handlers that need longer than
@@ -207,7 +222,10 @@ impl Drop for Delivery {
         // this Delivery, who dropped it unanswered: requeue now rather than after msg_timeout.
         if previous & RESULT_SEEN != 0 && previous & RESPONDED == 0 {
             if self.shared.state.fetch_or(RESPONDED, Ordering::AcqRel) & RESPONDED == 0 {
-                let action = Action::Requeue { delay: Some(Duration::ZERO), backoff: true };
+                let action = Action::Requeue {
+                    delay: Some(Duration::ZERO),
+                    backoff: true,
+                };
                 if let Err(error) = self.shared.responder.respond(&self.shared.meta, action) {
                     tracing::debug!(id = self.shared.meta.id.as_str(), %error, "requeue of dropped delivery failed");
                 }
@@ -283,7 +301,11 @@ pub struct HandlerError {
 impl HandlerError {
     /// A failure with this error, the default requeue delay and backoff.
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self { source: error.into(), delay: None, backoff: true }
+        Self {
+            source: error.into(),
+            delay: None,
+            backoff: true,
+        }
     }
 
     /// Requeue after `delay` instead of the default.
@@ -304,7 +326,10 @@ impl HandlerError {
     }
 
     pub(crate) fn action(&self) -> Action {
-        Action::Requeue { delay: self.delay, backoff: self.backoff }
+        Action::Requeue {
+            delay: self.delay,
+            backoff: self.backoff,
+        }
     }
 }
 
@@ -384,14 +409,23 @@ mod tests {
         rec.0.lock().unwrap().clone()
     }
 
-    const REQ: Action = Action::Requeue { delay: None, backoff: true };
-    const REQ_NOW: Action = Action::Requeue { delay: Some(Duration::ZERO), backoff: true };
+    const REQ: Action = Action::Requeue {
+        delay: None,
+        backoff: true,
+    };
+    const REQ_NOW: Action = Action::Requeue {
+        delay: Some(Duration::ZERO),
+        backoff: true,
+    };
 
     #[test]
     fn consumed_delivery_takes_the_result() {
         let (d, w, rec) = delivery();
         drop(d);
-        assert_eq!(w.apply(Action::Finish).unwrap(), Applied::Sent(Action::Finish));
+        assert_eq!(
+            w.apply(Action::Finish).unwrap(),
+            Applied::Sent(Action::Finish)
+        );
         assert_eq!(actions(&rec), [Action::Finish]);
     }
 
@@ -443,10 +477,15 @@ mod tests {
     fn handler_errors_carry_requeue_hints() {
         let e: HandlerError = "boom".into();
         assert_eq!(action_for(&Err(e)), REQ);
-        let e = HandlerError::new("later").requeue_after(Duration::from_secs(3)).without_backoff();
+        let e = HandlerError::new("later")
+            .requeue_after(Duration::from_secs(3))
+            .without_backoff();
         assert_eq!(
             action_for(&Err(e)),
-            Action::Requeue { delay: Some(Duration::from_secs(3)), backoff: false }
+            Action::Requeue {
+                delay: Some(Duration::from_secs(3)),
+                backoff: false
+            }
         );
         assert_eq!(action_for(&Ok(())), Action::Finish);
     }

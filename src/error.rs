@@ -265,11 +265,17 @@ impl Error {
 
     /// True when the input, not the network, was at fault: retrying the same call fails again.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::InvalidName { .. } | Error::InvalidBody(_) | Error::Config { .. })
+        matches!(
+            self,
+            Error::InvalidName { .. } | Error::InvalidBody(_) | Error::Config { .. }
+        )
     }
 
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Config { field, reason: reason.into() }
+        Error::Config {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -290,7 +296,13 @@ mod tests {
         assert!(!fin.is_fatal());
         let invalid = Error::Server(ServerError::parse(b"E_INVALID invalid command"));
         assert!(invalid.is_fatal());
-        assert!(matches!(invalid, Error::Server(ServerError { code: ErrorCode::Invalid, .. })));
+        assert!(matches!(
+            invalid,
+            Error::Server(ServerError {
+                code: ErrorCode::Invalid,
+                ..
+            })
+        ));
     }
 
     #[test]

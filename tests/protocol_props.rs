@@ -53,17 +53,26 @@ fn command() -> impl Strategy<Value = Command> {
         any::<u32>().prop_map(Command::Rdy),
         message_id().prop_map(Command::Fin),
         message_id().prop_map(Command::Touch),
-        (message_id(), 0u64..10_000_000)
-            .prop_map(|(id, ms)| Command::Req { id, delay: Duration::from_millis(ms) }),
+        (message_id(), 0u64..10_000_000).prop_map(|(id, ms)| Command::Req {
+            id,
+            delay: Duration::from_millis(ms)
+        }),
         Just(Command::Cls),
         Just(Command::Nop),
         body().prop_map(Command::Auth),
         (topic(), non_empty_body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
         (topic(), 0u64..3_600_000, non_empty_body()).prop_map(|(topic, ms, body)| {
-            Command::Dpub { topic, delay: Duration::from_millis(ms), body }
+            Command::Dpub {
+                topic,
+                delay: Duration::from_millis(ms),
+                body,
+            }
         }),
         (topic(), proptest::collection::vec(non_empty_body(), 1..8)).prop_map(|(topic, b)| {
-            Command::Mpub { topic, bodies: Batch::from_bodies(b).unwrap() }
+            Command::Mpub {
+                topic,
+                bodies: Batch::from_bodies(b).unwrap(),
+            }
         }),
     ]
 }
@@ -92,7 +101,11 @@ fn feed_in_chunks<T>(
 }
 
 /// Reassembles server-side items into (line, body) pairs the way nsqd reads them.
-fn server_decode(codec: &mut ServerCodec, buf: &mut BytesMut, pending: &mut Option<Bytes>) -> Option<(Bytes, Option<Bytes>)> {
+fn server_decode(
+    codec: &mut ServerCodec,
+    buf: &mut BytesMut,
+    pending: &mut Option<Bytes>,
+) -> Option<(Bytes, Option<Bytes>)> {
     loop {
         match codec.decode(buf).unwrap()? {
             Inbound::Line(line) => {

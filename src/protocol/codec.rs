@@ -38,7 +38,10 @@ pub struct PublishLimits {
 
 impl PublishLimits {
     /// nsqd's defaults: 1 MiB messages, 5 MiB bodies.
-    pub const NSQD_DEFAULT: Self = Self { max_msg_size: 1024 * 1024, max_body_size: 5 * 1024 * 1024 };
+    pub const NSQD_DEFAULT: Self = Self {
+        max_msg_size: 1024 * 1024,
+        max_body_size: 5 * 1024 * 1024,
+    };
 
     /// Checks a command against the limits. Only PUB, DPUB and MPUB carry messages.
     ///
@@ -50,7 +53,9 @@ impl PublishLimits {
             Command::Pub { body, .. } | Command::Dpub { body, .. } => {
                 body.check_max(self.max_msg_size)?
             }
-            Command::Mpub { bodies, .. } => bodies.check_max(self.max_msg_size, self.max_body_size)?,
+            Command::Mpub { bodies, .. } => {
+                bodies.check_max(self.max_msg_size, self.max_body_size)?
+            }
             _ => {}
         }
         Ok(())
@@ -79,7 +84,10 @@ impl Default for NsqCodec {
 impl NsqCodec {
     /// A codec that rejects frames larger than `max_frame_len` bytes (size field excluded).
     pub fn new(max_frame_len: usize) -> Self {
-        Self { max_frame_len, limits: PublishLimits::NSQD_DEFAULT }
+        Self {
+            max_frame_len,
+            limits: PublishLimits::NSQD_DEFAULT,
+        }
     }
 
     /// Sets the limits publishes are checked against when encoded.
@@ -117,8 +125,11 @@ impl Decoder for NsqCodec {
         }
         let size = size as usize; // non-negative, checked above
         if size > self.max_frame_len {
-            return Err(ProtocolError::FrameTooLarge { size: size as u64, max: self.max_frame_len }
-                .into());
+            return Err(ProtocolError::FrameTooLarge {
+                size: size as u64,
+                max: self.max_frame_len,
+            }
+            .into());
         }
         let total = size.checked_add(4).ok_or(ProtocolError::FrameTooLarge {
             size: size as u64,
@@ -133,7 +144,9 @@ impl Decoder for NsqCodec {
         match frame_type {
             FRAME_TYPE_RESPONSE => {
                 src.advance(8);
-                Ok(Some(Frame::Response(Response::parse(src.split_to(data_len).freeze()))))
+                Ok(Some(Frame::Response(Response::parse(
+                    src.split_to(data_len).freeze(),
+                ))))
             }
             FRAME_TYPE_ERROR => {
                 src.advance(8);
@@ -151,7 +164,12 @@ impl Decoder for NsqCodec {
                 let id = MessageId::from_slice(&header[10..26])?;
                 src.advance(8 + MESSAGE_HEADER_LEN);
                 let body = src.split_to(data_len - MESSAGE_HEADER_LEN).freeze();
-                Ok(Some(Frame::Message(Message::new(id, i64::from_be_bytes(ts), attempts, body))))
+                Ok(Some(Frame::Message(Message::new(
+                    id,
+                    i64::from_be_bytes(ts),
+                    attempts,
+                    body,
+                ))))
             }
             other => Err(ProtocolError::UnknownFrameType(other).into()),
         }
@@ -218,7 +236,10 @@ pub struct ServerCodec {
 
 impl Default for ServerCodec {
     fn default() -> Self {
-        Self { state: ServerState::Line, max_line: MAX_COMMAND_LINE }
+        Self {
+            state: ServerState::Line,
+            max_line: MAX_COMMAND_LINE,
+        }
     }
 }
 
@@ -332,7 +353,9 @@ mod tests {
         let mut bytes = b"\x00\x00\x00\x06\x00\x00\x00\x00OK".to_vec();
         bytes.extend_from_slice(b"\x00\x00\x00\x0f\x00\x00\x00\x00_heartbeat_");
         bytes.extend_from_slice(b"\x00\x00\x00\x0e\x00\x00\x00\x00CLOSE_WAIT");
-        bytes.extend_from_slice(b"\x00\x00\x00\x2e\x00\x00\x00\x01E_FIN_FAILED FIN x failed ID not in flight");
+        bytes.extend_from_slice(
+            b"\x00\x00\x00\x2e\x00\x00\x00\x01E_FIN_FAILED FIN x failed ID not in flight",
+        );
         bytes.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1]);
         bytes.extend_from_slice(b"0123456789abcdefhi");
         let frames = decode_all(&mut codec, &bytes);
@@ -362,9 +385,15 @@ mod tests {
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.capacity() >= 10);
         buf.extend_from_slice(b"K\x00\x00\x00\x06\x00\x00\x00\x00OK");
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Response(Response::Ok)));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Frame::Response(Response::Ok))
+        );
         assert_eq!(buf.len(), 10);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Response(Response::Ok)));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Frame::Response(Response::Ok))
+        );
     }
 
     #[test]
@@ -372,11 +401,21 @@ mod tests {
         let mut codec = NsqCodec::new(100);
         let mut buf = BytesMut::from(&b"\x7f\xff\xff\xff"[..]);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, Error::Protocol(ProtocolError::FrameTooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::FrameTooLarge { .. })),
+            "{err}"
+        );
         assert!(buf.capacity() < 1024, "allocated {} bytes", buf.capacity());
-        for size in [&b"\xff\xff\xff\xff"[..], b"\x00\x00\x00\x03", b"\x80\x00\x00\x00"] {
+        for size in [
+            &b"\xff\xff\xff\xff"[..],
+            b"\x00\x00\x00\x03",
+            b"\x80\x00\x00\x00",
+        ] {
             let err = codec.decode(&mut BytesMut::from(size)).unwrap_err();
-            assert!(matches!(err, Error::Protocol(ProtocolError::FrameTooSmall(_))), "{err}");
+            assert!(
+                matches!(err, Error::Protocol(ProtocolError::FrameTooSmall(_))),
+                "{err}"
+            );
         }
     }
 
@@ -384,15 +423,31 @@ mod tests {
     fn rejects_http_unknown_types_and_short_messages() {
         let mut codec = NsqCodec::default();
         let err = codec.decode(&mut BytesMut::from(&b"HTTP/1.1 400 Bad Request\r\n"[..]));
-        assert!(matches!(err, Err(Error::Protocol(ProtocolError::LooksLikeHttp))));
-        let err = codec.decode(&mut BytesMut::from(&b"\x00\x00\x00\x04\x00\x00\x00\x07"[..]));
-        assert!(matches!(err, Err(Error::Protocol(ProtocolError::UnknownFrameType(7)))));
-        let err = codec.decode(&mut BytesMut::from(&b"\x00\x00\x00\x05\x00\x00\x00\x02x"[..]));
-        assert!(matches!(err, Err(Error::Protocol(ProtocolError::ShortMessage(1)))));
+        assert!(matches!(
+            err,
+            Err(Error::Protocol(ProtocolError::LooksLikeHttp))
+        ));
+        let err = codec.decode(&mut BytesMut::from(
+            &b"\x00\x00\x00\x04\x00\x00\x00\x07"[..],
+        ));
+        assert!(matches!(
+            err,
+            Err(Error::Protocol(ProtocolError::UnknownFrameType(7)))
+        ));
+        let err = codec.decode(&mut BytesMut::from(
+            &b"\x00\x00\x00\x05\x00\x00\x00\x02x"[..],
+        ));
+        assert!(matches!(
+            err,
+            Err(Error::Protocol(ProtocolError::ShortMessage(1)))
+        ));
         let mut msg = vec![0, 0, 0, 30, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         msg.extend_from_slice(b"0123456789abcd\n ");
         let err = codec.decode(&mut BytesMut::from(&msg[..]));
-        assert!(matches!(err, Err(Error::Protocol(ProtocolError::BadMessageId))));
+        assert!(matches!(
+            err,
+            Err(Error::Protocol(ProtocolError::BadMessageId))
+        ));
     }
 
     #[test]
@@ -406,16 +461,33 @@ mod tests {
 
     #[test]
     fn encoder_refuses_what_the_server_would_reject() {
-        let mut codec = NsqCodec::default()
-            .with_limits(PublishLimits { max_msg_size: 4, max_body_size: 20 });
+        let mut codec = NsqCodec::default().with_limits(PublishLimits {
+            max_msg_size: 4,
+            max_body_size: 20,
+        });
         let topic = Topic::new("t").unwrap();
         let mut dst = BytesMut::new();
-        let big = Command::Pub { topic: topic.clone(), body: Body::new(&b"12345"[..]).unwrap() };
-        assert!(matches!(codec.encode(&big, &mut dst), Err(Error::InvalidBody(_))));
+        let big = Command::Pub {
+            topic: topic.clone(),
+            body: Body::new(&b"12345"[..]).unwrap(),
+        };
+        assert!(matches!(
+            codec.encode(&big, &mut dst),
+            Err(Error::InvalidBody(_))
+        ));
         let batch = Batch::new([&b"1234"[..], b"1234", b"1234"]).unwrap();
-        let mpub = Command::Mpub { topic, bodies: batch };
-        assert!(matches!(codec.encode(&mpub, &mut dst), Err(Error::InvalidBody(_))));
-        assert!(dst.is_empty(), "nothing may be written for a rejected command");
+        let mpub = Command::Mpub {
+            topic,
+            bodies: batch,
+        };
+        assert!(matches!(
+            codec.encode(&mpub, &mut dst),
+            Err(Error::InvalidBody(_))
+        ));
+        assert!(
+            dst.is_empty(),
+            "nothing may be written for a rejected command"
+        );
         codec.encode(Command::Nop, &mut dst).unwrap();
         assert_eq!(&dst[..], b"NOP\n");
     }
@@ -424,14 +496,29 @@ mod tests {
     fn server_codec_reads_like_nsqd() {
         let mut codec = ServerCodec::default();
         let mut buf = BytesMut::from(&b"SUB t c\r\nPUB t\n\x00\x00\x00\x02hiNOP\n"[..]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"SUB t c"))));
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"PUB t"))));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Inbound::Line(Bytes::from_static(b"SUB t c")))
+        );
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Inbound::Line(Bytes::from_static(b"PUB t")))
+        );
         codec.read_body_size();
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::BodySize(2)));
         codec.read_body(2);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Body(Bytes::from_static(b"hi"))));
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Line(Bytes::from_static(b"NOP"))));
-        assert_eq!(ServerCodec::params(b"REQ id 10"), vec![&b"REQ"[..], b"id", b"10"]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Inbound::Body(Bytes::from_static(b"hi")))
+        );
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Inbound::Line(Bytes::from_static(b"NOP")))
+        );
+        assert_eq!(
+            ServerCodec::params(b"REQ id 10"),
+            vec![&b"REQ"[..], b"id", b"10"]
+        );
         let mut long = BytesMut::from(&vec![b'a'; MAX_COMMAND_LINE][..]);
         assert!(codec.decode(&mut long).is_err());
     }

@@ -99,7 +99,10 @@ impl Batch {
             .into_iter()
             .enumerate()
             .map(|(index, body)| {
-                Body::new(body).map_err(|e| BodyError::InBatch { index, source: Box::new(e) })
+                Body::new(body).map_err(|e| BodyError::InBatch {
+                    index,
+                    source: Box::new(e),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_bodies(bodies)
@@ -118,7 +121,10 @@ impl Batch {
         let batch = Self(bodies);
         let size = batch.body_size();
         if size > i32::MAX as usize {
-            return Err(BodyError::BatchTooLarge { size, max: i32::MAX as usize });
+            return Err(BodyError::BatchTooLarge {
+                size,
+                max: i32::MAX as usize,
+            });
         }
         Ok(batch)
     }
@@ -133,11 +139,17 @@ impl Batch {
     pub fn check_max(&self, max_msg_size: usize, max_body_size: usize) -> Result<(), BodyError> {
         for (index, body) in self.0.iter().enumerate() {
             body.check_max(max_msg_size)
-                .map_err(|e| BodyError::InBatch { index, source: Box::new(e) })?;
+                .map_err(|e| BodyError::InBatch {
+                    index,
+                    source: Box::new(e),
+                })?;
         }
         let size = self.body_size();
         if size > max_body_size {
-            return Err(BodyError::BatchTooLarge { size, max: max_body_size });
+            return Err(BodyError::BatchTooLarge {
+                size,
+                max: max_body_size,
+            });
         }
         Ok(())
     }
@@ -165,7 +177,12 @@ impl Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Batch({} messages, {} bytes)", self.0.len(), self.body_size())
+        write!(
+            f,
+            "Batch({} messages, {} bytes)",
+            self.0.len(),
+            self.body_size()
+        )
     }
 }
 
@@ -387,12 +404,21 @@ mod tests {
     fn line_commands_match_the_spec() {
         let channel = Channel::new("indexer").unwrap();
         let fixtures: [(Command, &[u8]); 8] = [
-            (Command::Sub { topic: topic(), channel }, b"SUB events indexer\n"),
+            (
+                Command::Sub {
+                    topic: topic(),
+                    channel,
+                },
+                b"SUB events indexer\n",
+            ),
             (Command::Rdy(0), b"RDY 0\n"),
             (Command::Rdy(2500), b"RDY 2500\n"),
             (Command::Fin(id()), b"FIN 0123456789abcdef\n"),
             (
-                Command::Req { id: id(), delay: Duration::from_millis(90_000) },
+                Command::Req {
+                    id: id(),
+                    delay: Duration::from_millis(90_000),
+                },
                 b"REQ 0123456789abcdef 90000\n",
             ),
             (Command::Touch(id()), b"TOUCH 0123456789abcdef\n"),
@@ -408,17 +434,30 @@ mod tests {
     fn body_commands_match_the_spec() {
         let body = Body::new(&b"hello"[..]).unwrap();
         assert_eq!(
-            &Command::Pub { topic: topic(), body: body.clone() }.to_bytes()[..],
+            &Command::Pub {
+                topic: topic(),
+                body: body.clone()
+            }
+            .to_bytes()[..],
             b"PUB events\n\x00\x00\x00\x05hello"
         );
         assert_eq!(
-            &Command::Dpub { topic: topic(), delay: Duration::from_secs(5), body }.to_bytes()[..],
+            &Command::Dpub {
+                topic: topic(),
+                delay: Duration::from_secs(5),
+                body
+            }
+            .to_bytes()[..],
             b"DPUB events 5000\n\x00\x00\x00\x05hello"
         );
         let batch = Batch::new([&b"a"[..], &b"bc"[..]]).unwrap();
         assert_eq!(batch.body_size(), 4 + 5 + 6);
         assert_eq!(
-            &Command::Mpub { topic: topic(), bodies: batch }.to_bytes()[..],
+            &Command::Mpub {
+                topic: topic(),
+                bodies: batch
+            }
+            .to_bytes()[..],
             b"MPUB events\n\x00\x00\x00\x0f\x00\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x02bc"
         );
         assert_eq!(
@@ -446,12 +485,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let body = Body::new(vec![0u8; 101]).unwrap();
-        assert_eq!(body.check_max(100), Err(BodyError::TooLarge { size: 101, max: 100 }));
+        assert_eq!(
+            body.check_max(100),
+            Err(BodyError::TooLarge {
+                size: 101,
+                max: 100
+            })
+        );
         let batch = Batch::new([vec![1u8; 50], vec![1u8; 50]]).unwrap();
         assert!(batch.check_max(100, 1000).is_ok());
         assert_eq!(
             batch.check_max(100, 100),
-            Err(BodyError::BatchTooLarge { size: 112, max: 100 })
+            Err(BodyError::BatchTooLarge {
+                size: 112,
+                max: 100
+            })
         );
     }
 

@@ -125,8 +125,17 @@ mod tests {
     #[test]
     fn classifies_responses() {
         assert_eq!(Response::parse(Bytes::from_static(b"OK")), Response::Ok);
-        assert_eq!(Response::parse(Bytes::from_static(b"CLOSE_WAIT")), Response::CloseWait);
-        assert_eq!(Response::parse(Bytes::from_static(b"_heartbeat_")), Response::Heartbeat);
-        assert!(matches!(Response::parse(Bytes::from_static(b"{}")), Response::Data(_)));
+        assert_eq!(
+            Response::parse(Bytes::from_static(b"CLOSE_WAIT")),
+            Response::CloseWait
+        );
+        assert_eq!(
+            Response::parse(Bytes::from_static(b"_heartbeat_")),
+            Response::Heartbeat
+        );
+        assert!(matches!(
+            Response::parse(Bytes::from_static(b"{}")),
+            Response::Data(_)
+        ));
     }
 }

@@ -88,13 +88,30 @@ impl Default for IdentifyRequest {
     }
 }
 
-fn in_range(field: &'static str, value: i64, min: i64, max: i64, special: &[i64]) -> Result<(), Error> {
+fn in_range(
+    field: &'static str,
+    value: i64,
+    min: i64,
+    max: i64,
+    special: &[i64],
+) -> Result<(), Error> {
     if special.contains(&value) || (min..=max).contains(&value) {
         return Ok(());
     }
-    let also = special.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" or ");
-    let also = if also.is_empty() { String::new() } else { format!(" (or {also})") };
-    Err(Error::config(field, format!("{value} is outside {min}..={max}{also}")))
+    let also = special
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(" (or {also})")
+    };
+    Err(Error::config(
+        field,
+        format!("{value} is outside {min}..={max}{also}"),
+    ))
 }
 
 impl IdentifyRequest {
@@ -104,8 +121,20 @@ impl IdentifyRequest {
     ///
     /// [`Error::Config`] naming the first field that nsqd would reject.
     pub fn validate(&self) -> Result<(), Error> {
-        in_range("heartbeat_interval", self.heartbeat_interval, 1000, MAX_HEARTBEAT_INTERVAL_MS, &[-1, 0])?;
-        in_range("output_buffer_size", self.output_buffer_size, 64, MAX_OUTPUT_BUFFER_SIZE, &[-1, 0])?;
+        in_range(
+            "heartbeat_interval",
+            self.heartbeat_interval,
+            1000,
+            MAX_HEARTBEAT_INTERVAL_MS,
+            &[-1, 0],
+        )?;
+        in_range(
+            "output_buffer_size",
+            self.output_buffer_size,
+            64,
+            MAX_OUTPUT_BUFFER_SIZE,
+            &[-1, 0],
+        )?;
         in_range(
             "output_buffer_timeout",
             self.output_buffer_timeout,
@@ -114,13 +143,22 @@ impl IdentifyRequest {
             &[-1, 0],
         )?;
         in_range("sample_rate", self.sample_rate, 0, 99, &[])?;
-        in_range("msg_timeout", self.msg_timeout, 1000, MAX_MSG_TIMEOUT_MS, &[0])?;
+        in_range(
+            "msg_timeout",
+            self.msg_timeout,
+            1000,
+            MAX_MSG_TIMEOUT_MS,
+            &[0],
+        )?;
         if self.deflate {
             in_range("deflate_level", self.deflate_level, 1, 9, &[])?;
         }
         if self.snappy && self.deflate {
             // nsqd: fatal E_IDENTIFY_FAILED "cannot enable both deflate and snappy compression".
-            return Err(Error::config("snappy", "snappy and deflate cannot both be enabled"));
+            return Err(Error::config(
+                "snappy",
+                "snappy and deflate cannot both be enabled",
+            ));
         }
         Ok(())
     }
@@ -201,9 +239,8 @@ impl IdentifyResponse {
         if data == b"OK" {
             return Ok(Self::legacy());
         }
-        let mut response: Self = serde_json::from_slice(data).map_err(|e| {
-            ProtocolError::Handshake(format!("IDENTIFY response is not JSON: {e}"))
-        })?;
+        let mut response: Self = serde_json::from_slice(data)
+            .map_err(|e| ProtocolError::Handshake(format!("IDENTIFY response is not JSON: {e}")))?;
         if response.max_rdy_count <= 0 {
             // A server that lies about its window would leave us unable to send any RDY.
             response.max_rdy_count = DEFAULT_MAX_RDY_COUNT;
@@ -306,8 +343,9 @@ mod tests {
 
     #[test]
     fn parses_auth_reply() {
-        let r = AuthResponse::parse(br#"{"identity":"bot","identity_url":"","permission_count":2}"#)
-            .unwrap();
+        let r =
+            AuthResponse::parse(br#"{"identity":"bot","identity_url":"","permission_count":2}"#)
+                .unwrap();
         assert_eq!(r.identity, "bot");
         assert_eq!(r.permission_count, 2);
     }

@@ -82,7 +82,12 @@ pub struct Message {
 impl Message {
     /// Assembles a message, for the test server and for mocks.
     pub fn new(id: MessageId, timestamp: i64, attempts: u16, body: Bytes) -> Self {
-        Self { timestamp, attempts, id, body }
+        Self {
+            timestamp,
+            attempts,
+            id,
+            body,
+        }
     }
 
     /// How long ago, relative to `now_unix_nanos`, nsqd accepted the message.
@@ -114,7 +119,10 @@ mod tests {
         assert!(MessageId::new(*b"0123456789abcde ").is_err());
         assert!(MessageId::new(*b"0123456789abcde\n").is_err());
         assert!(MessageId::from_slice(b"short").is_err());
-        assert_eq!(MessageId::from_slice(b"0123456789abcdef").unwrap().as_str(), "0123456789abcdef");
+        assert_eq!(
+            MessageId::from_slice(b"0123456789abcdef").unwrap().as_str(),
+            "0123456789abcdef"
+        );
     }
 
     #[test]

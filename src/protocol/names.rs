@@ -15,7 +15,11 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const EPHEMERAL_SUFFIX: &str = "#ephemeral";
 
 fn validate(kind: NameKind, name: &str) -> Result<(), Error> {
-    let reject = |reason: &'static str| Error::InvalidName { kind, name: name.to_owned(), reason };
+    let reject = |reason: &'static str| Error::InvalidName {
+        kind,
+        name: name.to_owned(),
+        reason,
+    };
     if name.is_empty() {
         return Err(reject("must not be empty"));
     }
@@ -28,7 +32,9 @@ fn validate(kind: NameKind, name: &str) -> Result<(), Error> {
     }
     let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
     if !stem.bytes().all(valid) {
-        return Err(reject("may only contain `.`, `_`, `-`, ASCII letters and digits"));
+        return Err(reject(
+            "may only contain `.`, `_`, `-`, ASCII letters and digits",
+        ));
     }
     Ok(())
 }
@@ -164,7 +170,14 @@ mod tests {
     #[test]
     fn accepts_what_nsqd_accepts() {
         // Valid names from nsqd's TestChannelTopicNames and names.go.
-        for name in ["test", "test-with_period.", "test#ephemeral", ".", "a", "A-Z_0.9"] {
+        for name in [
+            "test",
+            "test-with_period.",
+            "test#ephemeral",
+            ".",
+            "a",
+            "A-Z_0.9",
+        ] {
             assert!(Topic::new(name).is_ok(), "{name}");
             assert!(Channel::new(name).is_ok(), "{name}");
         }

@@ -108,7 +108,10 @@ impl ErrorCode {
     /// False only for `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`: after every other
     /// code nsqd closes the connection.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, ErrorCode::FinFailed | ErrorCode::ReqFailed | ErrorCode::TouchFailed)
+        !matches!(
+            self,
+            ErrorCode::FinFailed | ErrorCode::ReqFailed | ErrorCode::TouchFailed
+        )
     }
 
     /// True for the authentication codes, which reconnecting does not fix quickly.
@@ -144,7 +147,10 @@ pub struct ServerError {
 impl ServerError {
     /// Builds an error frame's content (used by the test server).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Parses an error frame's data: the code is everything up to the first space.
@@ -154,7 +160,10 @@ impl ServerError {
             Some((code, message)) => (code, message),
             None => (text.as_ref(), ""),
         };
-        Self { code: ErrorCode::parse(code), message: message.to_owned() }
+        Self {
+            code: ErrorCode::parse(code),
+            message: message.to_owned(),
+        }
     }
 
     /// True unless the code is one of the three non-fatal ones.
@@ -211,8 +220,14 @@ mod tests {
             "E_REQ_FAILED",
             "E_TOUCH_FAILED",
         ];
-        let non_fatal: Vec<_> = all.iter().filter(|c| !ErrorCode::parse(c).is_fatal()).collect();
-        assert_eq!(non_fatal, [&"E_FIN_FAILED", &"E_REQ_FAILED", &"E_TOUCH_FAILED"]);
+        let non_fatal: Vec<_> = all
+            .iter()
+            .filter(|c| !ErrorCode::parse(c).is_fatal())
+            .collect();
+        assert_eq!(
+            non_fatal,
+            [&"E_FIN_FAILED", &"E_REQ_FAILED", &"E_TOUCH_FAILED"]
+        );
         for code in all {
             assert_eq!(ErrorCode::parse(code).as_str(), code);
         }
@@ -222,6 +237,9 @@ mod tests {
     fn round_trips_to_wire() {
         let e = ServerError::new(ErrorCode::BadTopic, "PUB topic name \"a b\" is not valid");
         assert_eq!(ServerError::parse(e.to_wire().as_bytes()), e);
-        assert_eq!(ServerError::new(ErrorCode::Invalid, "").to_wire(), "E_INVALID");
+        assert_eq!(
+            ServerError::new(ErrorCode::Invalid, "").to_wire(),
+            "E_INVALID"
+        );
     }
 }
