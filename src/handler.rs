@@ -52,7 +52,10 @@ pub(crate) enum Handled {
 
 impl HandlerSink {
     pub(crate) fn actors(recipients: Vec<Recipient<Delivery>>) -> Self {
-        HandlerSink::Actors(Arc::new(ActorPool { recipients, next: AtomicUsize::new(0) }))
+        HandlerSink::Actors(Arc::new(ActorPool {
+            recipients,
+            next: AtomicUsize::new(0),
+        }))
     }
 
     pub(crate) fn closure<F, Fut>(f: F) -> Self
@@ -102,7 +105,9 @@ impl ActorPool {
     fn pick(&self) -> Option<&Recipient<Delivery>> {
         let n = self.recipients.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| &self.recipients[(start + i) % n]).find(|r| r.connected())
+        (0..n)
+            .map(|i| &self.recipients[(start + i) % n])
+            .find(|r| r.connected())
     }
 }
 
@@ -200,13 +205,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let sync_panic = HandlerSink::Closure(Arc::new(|_d| panic!("before the future")));
-        assert!(matches!(sync_panic.dispatch(delivery()).await, Handled::Panicked(_)));
+        assert!(matches!(
+            sync_panic.dispatch(delivery()).await,
+            Handled::Panicked(_)
+        ));
     }
 
     #[actix_rt::test]
     async fn closure_results_come_back() {
         let sink = HandlerSink::closure(|_d: Delivery| async { Err("nope".into()) });
-        assert!(matches!(sink.dispatch(delivery()).await, Handled::Returned(Err(_))));
+        assert!(matches!(
+            sink.dispatch(delivery()).await,
+            Handled::Returned(Err(_))
+        ));
     }
 
     #[actix_rt::test]

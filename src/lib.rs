@@ -18,13 +18,13 @@ mod delivery;
 mod error;
 mod handler;
 mod producer;
+pub mod protocol;
 mod retry;
 mod transport;
-pub mod protocol;
 
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
+pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{GiveUp, HandlerFuture};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
-pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};

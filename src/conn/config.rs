@@ -137,7 +137,11 @@ impl ConnectionConfig {
 
     /// Snappy compression (framing format). Replaces deflate if both are set.
     pub fn snappy(mut self, enabled: bool) -> Self {
-        self.compression = if enabled { Compression::Snappy } else { Compression::None };
+        self.compression = if enabled {
+            Compression::Snappy
+        } else {
+            Compression::None
+        };
         self
     }
 
@@ -171,7 +175,10 @@ impl ConnectionConfig {
     /// over them fail locally instead of drawing a fatal error that would drop the connection
     /// and every publish pending on it.
     pub fn publish_limits(mut self, max_msg_size: usize, max_body_size: usize) -> Self {
-        self.publish_limits = PublishLimits { max_msg_size, max_body_size };
+        self.publish_limits = PublishLimits {
+            max_msg_size,
+            max_body_size,
+        };
         self
     }
 
@@ -191,13 +198,22 @@ impl ConnectionConfig {
         self.apply_features(&mut identify);
         identify.validate()?;
         if self.connect_timeout.is_zero() {
-            return Err(Error::config("connect_timeout", "must be greater than zero"));
+            return Err(Error::config(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.max_frame_len < 1024 {
-            return Err(Error::config("max_frame_len", "must be at least 1024 bytes"));
+            return Err(Error::config(
+                "max_frame_len",
+                "must be at least 1024 bytes",
+            ));
         }
         if self.publish_limits.max_msg_size == 0 || self.publish_limits.max_body_size == 0 {
-            return Err(Error::config("publish_limits", "limits must be greater than zero"));
+            return Err(Error::config(
+                "publish_limits",
+                "limits must be greater than zero",
+            ));
         }
         self.reconnect.validate()?;
         Ok(())
@@ -293,12 +309,24 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            (ConnectionConfig::new().heartbeat_interval(Some(Duration::from_millis(10))), "heartbeat_interval"),
-            (ConnectionConfig::new().msg_timeout(Some(Duration::from_secs(3600))), "msg_timeout"),
+            (
+                ConnectionConfig::new().heartbeat_interval(Some(Duration::from_millis(10))),
+                "heartbeat_interval",
+            ),
+            (
+                ConnectionConfig::new().msg_timeout(Some(Duration::from_secs(3600))),
+                "msg_timeout",
+            ),
             (ConnectionConfig::new().sample_rate(100), "sample_rate"),
             (ConnectionConfig::new().deflate(10), "deflate_level"),
-            (ConnectionConfig::new().output_buffer_size(Some(10)), "output_buffer_size"),
-            (ConnectionConfig::new().connect_timeout(Duration::ZERO), "connect_timeout"),
+            (
+                ConnectionConfig::new().output_buffer_size(Some(10)),
+                "output_buffer_size",
+            ),
+            (
+                ConnectionConfig::new().connect_timeout(Duration::ZERO),
+                "connect_timeout",
+            ),
         ];
         for (config, field) in cases {
             match config.validate() {
@@ -310,10 +338,23 @@ mod tests {
 
     #[test]
     fn addresses_are_checked() {
-        for ok in ["127.0.0.1:4150", "localhost:4150", "[::1]:4150", "nsqd-1.example:1"] {
+        for ok in [
+            "127.0.0.1:4150",
+            "localhost:4150",
+            "[::1]:4150",
+            "nsqd-1.example:1",
+        ] {
             assert!(validate_addr(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "4150", "host:", ":4150", "host:0", "host:99999", "ho st:1"] {
+        for bad in [
+            "",
+            "4150",
+            "host:",
+            ":4150",
+            "host:0",
+            "host:99999",
+            "ho st:1",
+        ] {
             assert!(validate_addr(bad).is_err(), "{bad}");
         }
     }
@@ -329,7 +370,10 @@ mod tests {
         let hs = ConnectionConfig::new().deflate(3).handshake(None);
         assert!(hs.identify.deflate && !hs.identify.snappy);
         assert_eq!(hs.identify.deflate_level, 3);
-        let hs = ConnectionConfig::new().deflate(3).snappy(true).handshake(None);
+        let hs = ConnectionConfig::new()
+            .deflate(3)
+            .snappy(true)
+            .handshake(None);
         assert!(hs.identify.snappy && !hs.identify.deflate);
     }
 }

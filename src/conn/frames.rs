@@ -27,7 +27,10 @@ impl StreamHandler<Result<Frame, Error>> for NsqdConnection {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        let error = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "nsqd closed the connection");
+        let error = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "nsqd closed the connection",
+        );
         self.drop_link(error.into(), ctx);
     }
 }
@@ -79,7 +82,10 @@ impl NsqdConnection {
         if let Some(waiter) = waiter {
             self.waiters.push_front(waiter);
         }
-        self.drop_link(ProtocolError::UnexpectedResponse(what.to_owned()).into(), ctx);
+        self.drop_link(
+            ProtocolError::UnexpectedResponse(what.to_owned()).into(),
+            ctx,
+        );
     }
 
     fn on_error_frame(&mut self, error: ServerError, ctx: &mut Context<Self>) {
@@ -108,7 +114,9 @@ impl NsqdConnection {
 
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
         let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else {
-            let error = ProtocolError::UnexpectedResponse("message on a connection that did not SUB".into());
+            let error = ProtocolError::UnexpectedResponse(
+                "message on a connection that did not SUB".into(),
+            );
             self.drop_link(error.into(), ctx);
             return;
         };
@@ -142,7 +150,10 @@ impl NsqdConnection {
     fn on_handled(&mut self, watch: &Watch, handled: Handled, give_up: bool) {
         let action = match &handled {
             Handled::Returned(result) => crate::delivery::action_for(result),
-            Handled::Panicked(_) | Handled::Gone => Action::Requeue { delay: None, backoff: true },
+            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
+                delay: None,
+                backoff: true,
+            },
         };
         match &handled {
             Handled::Panicked(panic) => {
@@ -165,7 +176,9 @@ impl NsqdConnection {
     }
 
     fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
-        let Some(subscription) = &self.subscription else { return };
+        let Some(subscription) = &self.subscription else {
+            return;
+        };
         let command = match answer.action {
             Action::Finish => Command::Fin(answer.id),
             Action::Requeue { delay, backoff } => {
@@ -175,7 +188,10 @@ impl NsqdConnection {
                     // the REQ frees the slot (nsq#404).
                     self.set_rdy(0, ctx);
                 }
-                Command::Req { id: answer.id, delay }
+                Command::Req {
+                    id: answer.id,
+                    delay,
+                }
             }
             Action::Touch => {
                 self.counters.touched.fetch_add(1, Relaxed);
@@ -202,7 +218,10 @@ impl NsqdConnection {
         }
         // Failures always matter to backoff; successes only when the coordinator asks.
         let wanted = matches!(outcome, Outcome::Requeued { .. })
-            || self.subscription.as_ref().is_some_and(|s| s.signals.report_all());
+            || self
+                .subscription
+                .as_ref()
+                .is_some_and(|s| s.signals.report_all());
         if wanted {
             self.report(outcome);
         }
@@ -212,8 +231,15 @@ impl NsqdConnection {
     }
 
     fn report(&self, outcome: Outcome) {
-        if let Some(coordinator) = self.subscription.as_ref().and_then(|s| s.coordinator.as_ref()) {
-            coordinator.do_send(MessageOutcome { id: self.id, outcome });
+        if let Some(coordinator) = self
+            .subscription
+            .as_ref()
+            .and_then(|s| s.coordinator.as_ref())
+        {
+            coordinator.do_send(MessageOutcome {
+                id: self.id,
+                outcome,
+            });
         }
     }
 }

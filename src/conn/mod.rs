@@ -19,8 +19,8 @@ mod writer;
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use actix::{
-    fut::wrap_future, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient,
-    ResponseFuture, SpawnHandle, Supervised, Supervisor,
+    fut::wrap_future, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
+    Recipient, ResponseFuture, SpawnHandle, Supervised, Supervisor,
 };
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
@@ -148,7 +148,10 @@ impl NsqdConnection {
         if self.phase != Phase::Connecting {
             return;
         }
-        let subscribe = self.subscription.as_ref().map(|s| (s.topic.clone(), s.channel.clone()));
+        let subscribe = self
+            .subscription
+            .as_ref()
+            .map(|s| (s.topic.clone(), s.channel.clone()));
         let handshake = self.config.handshake(subscribe);
         let addr = self.addr.clone();
         tracing::debug!(nsqd = %self.addr, conn = self.id, "connecting");
@@ -163,9 +166,14 @@ impl NsqdConnection {
         if self.phase != Phase::Connecting {
             return; // closed while handshaking
         }
-        let Established { stream, read_buf, negotiated } = established;
+        let Established {
+            stream,
+            read_buf,
+            negotiated,
+        } = established;
         let (read, write) = tokio::io::split(stream);
-        let codec = NsqCodec::new(self.config.max_frame_len).with_limits(self.config.publish_limits);
+        let codec =
+            NsqCodec::new(self.config.max_frame_len).with_limits(self.config.publish_limits);
         let mut frames = FramedRead::with_capacity(read, codec.clone(), READ_CAPACITY);
         frames.read_buffer_mut().extend_from_slice(&read_buf);
         ctx.add_stream(frames);
@@ -187,8 +195,12 @@ impl NsqdConnection {
             close_wait_seen: false,
         });
         self.phase = Phase::Connected;
-        self.counters.connected.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.counters.max_rdy.store(max_rdy, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .max_rdy
+            .store(max_rdy, std::sync::atomic::Ordering::Relaxed);
         if let Some(interval) = heartbeat {
             // nsqd drops a client after 2 × heartbeat of silence; we do the same to nsqd, so a
             // half-open link (peer gone without FIN/RST) cannot hang the consumer.
@@ -254,7 +266,9 @@ impl NsqdConnection {
             error,
             lost_in_flight,
         });
-        self.counters.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.reconnect.next_delay(&mut rand::rng()) {
             Some(delay) => {
                 self.next_delay = delay;
@@ -275,7 +289,11 @@ impl NsqdConnection {
         let attempts = self.reconnect.attempts();
         tracing::error!(nsqd = %self.addr, conn = self.id, attempts, "giving up reconnecting");
         self.phase = Phase::GaveUp;
-        self.emit(ConnectionEvent::GaveUp { id: self.id, addr: self.addr.clone(), attempts });
+        self.emit(ConnectionEvent::GaveUp {
+            id: self.id,
+            addr: self.addr.clone(),
+            attempts,
+        });
     }
 
     fn fail_waiters(&mut self, error: &Error) {
@@ -293,14 +311,21 @@ impl NsqdConnection {
 
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else { return };
-        let Some(interval) = link.heartbeat else { return };
+        let Some(interval) = link.heartbeat else {
+            return;
+        };
         if link.last_frame.elapsed() > interval * 2 {
-            self.drop_link(Error::Timeout("no frame from nsqd within two heartbeat intervals"), ctx);
+            self.drop_link(
+                Error::Timeout("no frame from nsqd within two heartbeat intervals"),
+                ctx,
+            );
         }
     }
 
     fn write(&mut self, command: &Command, ctx: &mut Context<Self>) -> Result<(), Error> {
-        let Some(link) = &mut self.link else { return Err(Error::NotConnected) };
+        let Some(link) = &mut self.link else {
+            return Err(Error::NotConnected);
+        };
         let result = link.writer.write(command);
         if let Err(Error::InvalidBody(_)) = &result {
             return result; // rejected before writing; the link is fine
@@ -322,18 +347,28 @@ impl NsqdConnection {
             return; // never a duplicate RDY (go-nsq#282)
         }
         link.rdy = count;
-        self.counters.rdy.store(count, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .rdy
+            .store(count, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(nsqd = %self.addr, conn = self.id, rdy = count, "RDY");
         let _ = self.write(&Command::Rdy(count), ctx);
     }
 
     /// Starts a graceful close; `done` resolves with the number of abandoned messages.
-    fn begin_close(&mut self, deadline: Duration, done: oneshot::Sender<u32>, ctx: &mut Context<Self>) {
+    fn begin_close(
+        &mut self,
+        deadline: Duration,
+        done: oneshot::Sender<u32>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(closing) = &mut self.closing {
             closing.done.push(done);
             return;
         }
-        self.closing = Some(Closing { done: vec![done], deadline: None });
+        self.closing = Some(Closing {
+            done: vec![done],
+            deadline: None,
+        });
         match self.phase {
             Phase::Connected => {
                 self.phase = Phase::Closing;
@@ -375,7 +410,9 @@ impl NsqdConnection {
 
     fn finish_close(&mut self, abandoned: u32, ctx: &mut Context<Self>) {
         self.phase = Phase::Closed;
-        self.counters.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.fail_waiters(&Error::Stopped);
         let Some(closing) = self.closing.take() else {
             // Closed by the peer with nobody waiting (cannot normally happen).
@@ -386,7 +423,11 @@ impl NsqdConnection {
             ctx.cancel_future(handle);
         }
         tracing::info!(nsqd = %self.addr, conn = self.id, abandoned, "closed");
-        self.emit(ConnectionEvent::Closed { id: self.id, addr: self.addr.clone(), abandoned });
+        self.emit(ConnectionEvent::Closed {
+            id: self.id,
+            addr: self.addr.clone(),
+            abandoned,
+        });
         for done in closing.done {
             let _ = done.send(abandoned);
         }
@@ -430,9 +471,15 @@ impl Supervised for NsqdConnection {
     fn restarting(&mut self, _: &mut Self::Context) {
         // The old context's streams and futures are gone; so is everything tied to the link.
         self.link = None;
-        self.counters.connected.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.counters.rdy.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.counters.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .rdy
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .in_flight
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.fail_waiters(&Error::Disconnected);
     }
 }
@@ -471,7 +518,11 @@ impl Handler<Publish> for NsqdConnection {
         self.waiters.push_back(Waiter::Publish(tx));
         let addr = self.addr.clone();
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err(Error::OutcomeUnknown { addr: addr.to_string() }))
+            rx.await.unwrap_or_else(|_| {
+                Err(Error::OutcomeUnknown {
+                    addr: addr.to_string(),
+                })
+            })
         })
     }
 }

@@ -43,7 +43,13 @@ impl Respond for NsqResponder {
             return Err(Error::Handler("not an NSQ message".into()));
         };
         self.tx
-            .send(Answer { id, action, attempts: meta.attempts })
-            .map_err(|_| Error::ConnectionLost { addr: self.addr.to_string() })
+            .send(Answer {
+                id,
+                action,
+                attempts: meta.attempts,
+            })
+            .map_err(|_| Error::ConnectionLost {
+                addr: self.addr.to_string(),
+            })
     }
 }

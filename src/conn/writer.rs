@@ -61,8 +61,16 @@ impl Writer {
             waker: None,
             closing: false,
         }));
-        let handle = ctx.spawn(WriteFuture { shared: shared.clone(), io, shut_down: false });
-        Self { shared, codec, handle }
+        let handle = ctx.spawn(WriteFuture {
+            shared: shared.clone(),
+            io,
+            shut_down: false,
+        });
+        Self {
+            shared,
+            codec,
+            handle,
+        }
     }
 
     /// Queues a command. Fails, writing nothing, for a publish over the server's limits.
@@ -139,7 +147,10 @@ where
                 }
             }
             if !shared.buf.is_empty() {
-                break Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+                break Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
             }
             // Everything queued is written: flush now (TLS and compression layers buffer).
             match Pin::new(&mut this.io).poll_flush(task) {

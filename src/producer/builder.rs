@@ -116,7 +116,10 @@ impl ProducerBuilder {
             return Err(Error::config("max_outstanding", "must be at least 1"));
         }
         if self.request_timeout.is_zero() {
-            return Err(Error::config("request_timeout", "must be greater than zero"));
+            return Err(Error::config(
+                "request_timeout",
+                "must be greater than zero",
+            ));
         }
         self.connection.validate()
     }

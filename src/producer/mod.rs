@@ -30,9 +30,7 @@ pub use builder::{ProducerBuilder, RetryPolicy};
 
 use self::relay::EventRelay;
 use crate::{
-    conn::{
-        Close, ConnCounters, ConnectionParams, ConnectionStats, NsqdConnection, Ping, Publish,
-    },
+    conn::{Close, ConnCounters, ConnectionParams, ConnectionStats, NsqdConnection, Ping, Publish},
     error::{BodyError, Error},
     protocol::{Batch, Body, Command, PublishLimits, Topic},
 };
@@ -143,7 +141,12 @@ impl Producer {
                     events: Some(relay.clone().recipient()),
                     counters: counters.clone(),
                 });
-                Slot { addr, actor, counters, permits: Arc::new(Semaphore::new(builder.max_outstanding)) }
+                Slot {
+                    addr,
+                    actor,
+                    counters,
+                    permits: Arc::new(Semaphore::new(builder.max_outstanding)),
+                }
             })
             .collect();
         Self {
@@ -170,8 +173,15 @@ impl Producer {
     /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Timeout`] or
     /// [`Error::NotConnected`] when no nsqd could take it in time; [`Error::OutcomeUnknown`]
     /// when the connection died before nsqd answered; [`Error::Stopped`] after `stop()`.
-    pub async fn publish(&self, topic: impl IntoTopic, body: impl Into<Bytes>) -> Result<(), Error> {
-        let command = Command::Pub { topic: topic.into_topic()?, body: Body::new(body)? };
+    pub async fn publish(
+        &self,
+        topic: impl IntoTopic,
+        body: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let command = Command::Pub {
+            topic: topic.into_topic()?,
+            body: Body::new(body)?,
+        };
         self.send(command).await
     }
 
@@ -186,7 +196,10 @@ impl Producer {
         I: IntoIterator<Item = B>,
         B: Into<Bytes>,
     {
-        let command = Command::Mpub { topic: topic.into_topic()?, bodies: Batch::new(bodies)? };
+        let command = Command::Mpub {
+            topic: topic.into_topic()?,
+            bodies: Batch::new(bodies)?,
+        };
         self.send(command).await
     }
 
@@ -203,9 +216,17 @@ impl Producer {
     ) -> Result<(), Error> {
         if delay > self.inner.max_defer {
             let max_ms = u64::try_from(self.inner.max_defer.as_millis()).unwrap_or(u64::MAX);
-            return Err(BodyError::DeferOutOfRange { ms: delay.as_millis(), max_ms }.into());
+            return Err(BodyError::DeferOutOfRange {
+                ms: delay.as_millis(),
+                max_ms,
+            }
+            .into());
         }
-        let command = Command::Dpub { topic: topic.into_topic()?, delay, body: Body::new(body)? };
+        let command = Command::Dpub {
+            topic: topic.into_topic()?,
+            delay,
+            body: Body::new(body)?,
+        };
         self.send(command).await
     }
 
@@ -230,7 +251,11 @@ impl Producer {
     /// As [`stop`](Self::stop), with a deadline for outstanding publishes.
     pub async fn stop_within(&self, deadline: Duration) {
         self.inner.stopped.store(true, Relaxed);
-        let closes = self.inner.slots.iter().map(|slot| slot.actor.send(Close { deadline }));
+        let closes = self
+            .inner
+            .slots
+            .iter()
+            .map(|slot| slot.actor.send(Close { deadline }));
         for close in closes {
             let _ = close.await;
         }
@@ -238,7 +263,11 @@ impl Producer {
 
     /// A snapshot of every connection.
     pub fn stats(&self) -> Vec<ConnectionStats> {
-        self.inner.slots.iter().map(|s| s.counters.snapshot(&s.addr)).collect()
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.counters.snapshot(&s.addr))
+            .collect()
     }
 
     async fn send(&self, command: Command) -> Result<(), Error> {

@@ -17,13 +17,23 @@ pub struct TlsConfig {}
 
 #[derive(Clone)]
 pub struct Secret(pub(crate) String);
-impl Secret { pub fn new(s: String) -> Self { Self(s) } }
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+}
 impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("***") }
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression { None, Snappy, Deflate { level: u32 } }
+pub enum Compression {
+    None,
+    Snappy,
+    Deflate { level: u32 },
+}
 
 #[derive(Debug, Clone)]
 pub struct Negotiated {
