@@ -18,6 +18,7 @@ mod delivery;
 mod error;
 mod handler;
 mod producer;
+mod rdy;
 pub mod protocol;
 mod retry;
 mod transport;

@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandler};
 
 use super::{
-    responder::Answer, ConnectionEvent, MessageOutcome, NsqdConnection, Outcome, Phase, Waiter,
+    responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter,
 };
 use crate::{
     delivery::{Action, Applied, Delivery, DeliveryId, Meta, Watch},
     error::{Error, ProtocolError},
     handler::Handled,
     protocol::{Command, Frame, Message, Response, ServerError},
+    rdy::Outcome,
 };
 
 impl StreamHandler<Result<Frame, Error>> for NsqdConnection {
@@ -123,7 +124,7 @@ impl NsqdConnection {
         link.in_flight += 1;
         self.counters.in_flight.store(link.in_flight, Relaxed);
         self.counters.received.fetch_add(1, Relaxed);
-        let report = subscription.signals.report_all();
+        let rdy = link.flow_link.and_then(|id| subscription.flow.received(id));
         let attempts = u32::from(message.attempts);
         let meta = Meta {
             id: DeliveryId::Nsq(message.id),
@@ -142,8 +143,8 @@ impl NsqdConnection {
         ctx.spawn(wrap_future(handled).map(move |handled, act: &mut Self, _| {
             act.on_handled(&watch, handled, give_up);
         }));
-        if report {
-            self.report(Outcome::Received);
+        if let Some(count) = rdy {
+            self.set_rdy(count, ctx);
         }
     }
 
@@ -176,22 +177,12 @@ impl NsqdConnection {
     }
 
     fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
-        let Some(subscription) = &self.subscription else {
-            return;
-        };
-        let command = match answer.action {
-            Action::Finish => Command::Fin(answer.id),
+        let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else { return };
+        let (command, outcome) = match answer.action {
+            Action::Finish => (Command::Fin(answer.id), Outcome::Finished),
             Action::Requeue { delay, backoff } => {
                 let delay = subscription.requeue_delay(delay, answer.attempts);
-                if subscription.signals.pauses(backoff) {
-                    // Backoff will put every connection at RDY 0: do it here first, before
-                    // the REQ frees the slot (nsq#404).
-                    self.set_rdy(0, ctx);
-                }
-                Command::Req {
-                    id: answer.id,
-                    delay,
-                }
+                (Command::Req { id: answer.id, delay }, Outcome::Requeued { backoff })
             }
             Action::Touch => {
                 self.counters.touched.fetch_add(1, Relaxed);
@@ -199,47 +190,21 @@ impl NsqdConnection {
                 return;
             }
         };
-        if let Some(link) = &mut self.link {
-            link.in_flight = link.in_flight.saturating_sub(1);
-            self.counters.in_flight.store(link.in_flight, Relaxed);
-        }
-        let outcome = match answer.action {
-            Action::Requeue { backoff, .. } => {
-                self.counters.requeued.fetch_add(1, Relaxed);
-                Outcome::Requeued { backoff }
-            }
-            _ => {
-                self.counters.finished.fetch_add(1, Relaxed);
-                Outcome::Finished
-            }
+        link.in_flight = link.in_flight.saturating_sub(1);
+        self.counters.in_flight.store(link.in_flight, Relaxed);
+        match outcome {
+            Outcome::Finished => self.counters.finished.fetch_add(1, Relaxed),
+            Outcome::Requeued { .. } => self.counters.requeued.fetch_add(1, Relaxed),
         };
+        // Ask the flow policy first and write its RDY change before the FIN/REQ (nsq#404).
+        if let Some(count) = link.flow_link.and_then(|id| subscription.flow.done(id, outcome)) {
+            self.set_rdy(count, ctx);
+        }
         if self.write(&command, ctx).is_err() {
             return; // the link is gone; nsqd redelivers after msg_timeout
         }
-        // Failures always matter to backoff; successes only when the coordinator asks.
-        let wanted = matches!(outcome, Outcome::Requeued { .. })
-            || self
-                .subscription
-                .as_ref()
-                .is_some_and(|s| s.signals.report_all());
-        if wanted {
-            self.report(outcome);
-        }
         if self.phase == Phase::Closing {
             self.maybe_finish_close(ctx);
-        }
-    }
-
-    fn report(&self, outcome: Outcome) {
-        if let Some(coordinator) = self
-            .subscription
-            .as_ref()
-            .and_then(|s| s.coordinator.as_ref())
-        {
-            coordinator.do_send(MessageOutcome {
-                id: self.id,
-                outcome,
-            });
         }
     }
 }

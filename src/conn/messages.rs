@@ -106,12 +106,15 @@ impl ConnectionEvent {
     }
 }
 
-/// Set the connection's RDY (the number of messages nsqd may have in flight on it). Clamped to
-/// nsqd's `max_rdy_count`; a value equal to the current one sends nothing. Ignored while not
-/// connected (the owner sets RDY again after `Connected`).
+/// Set the RDY of link `link` (the number of messages nsqd may have in flight on it). Clamped
+/// to nsqd's `max_rdy_count`; a value equal to the current one sends nothing. Ignored when the
+/// link is no longer the connection's current one.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub(crate) struct SetRdy(pub(crate) u32);
+pub(crate) struct SetRdy {
+    pub(crate) link: super::LinkId,
+    pub(crate) count: u32,
+}
 
 /// Write a command that nsqd answers with `OK` or an error (PUB, MPUB, DPUB), and wait for
 /// the answer. Responses are matched to requests in order: nsqd answers in order.
@@ -131,24 +134,4 @@ pub(crate) struct Ping;
 #[rtype(result = "u32")]
 pub(crate) struct Close {
     pub(crate) deadline: Duration,
-}
-
-/// Result of a delivered message, reported to the RDY coordinator (only what backoff and flow
-/// control need).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub(crate) struct MessageOutcome {
-    pub(crate) id: ConnId,
-    pub(crate) outcome: Outcome,
-}
-
-/// How a message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// A message arrived (only reported when the coordinator asks for per-message events).
-    Received,
-    /// FIN.
-    Finished,
-    /// REQ; `backoff` says whether it counts as a failure.
-    Requeued { backoff: bool },
 }

@@ -27,11 +27,11 @@ use tokio_util::codec::FramedRead;
 
 pub(crate) use config::validate_addr;
 pub use config::ConnectionConfig;
-pub(crate) use messages::{Close, MessageOutcome, Outcome, Ping, Publish, SetRdy};
+pub(crate) use messages::{Close, Ping, Publish, SetRdy};
 pub use messages::{ConnId, ConnectionEvent};
 pub(crate) use stats::ConnCounters;
 pub use stats::ConnectionStats;
-pub(crate) use subscription::{BackoffSignals, Subscription};
+pub(crate) use subscription::{Flow, LinkId, Subscription};
 
 use self::{
     responder::NsqResponder,
@@ -79,6 +79,8 @@ struct Link {
     heartbeat: Option<Duration>,
     responder: Arc<NsqResponder>,
     close_wait_seen: bool,
+    /// The id the consumer's flow policy knows this link by (consumers only).
+    flow_link: Option<LinkId>,
 }
 
 /// An in-progress graceful close.
@@ -193,6 +195,7 @@ impl NsqdConnection {
             heartbeat,
             responder,
             close_wait_seen: false,
+            flow_link: None,
         });
         self.phase = Phase::Connected;
         self.counters
@@ -205,6 +208,15 @@ impl NsqdConnection {
             // nsqd drops a client after 2 × heartbeat of silence; we do the same to nsqd, so a
             // half-open link (peer gone without FIN/RST) cannot hang the consumer.
             ctx.run_interval(interval / 2, |act, ctx| act.check_liveness(ctx));
+        }
+        if let Some(subscription) = &self.subscription {
+            let (link_id, rdy) = subscription.flow.connected(ctx.address(), max_rdy);
+            if let Some(link) = &mut self.link {
+                link.flow_link = Some(link_id);
+            }
+            if let Some(count) = rdy {
+                self.set_rdy(count, ctx);
+            }
         }
         tracing::info!(nsqd = %self.addr, conn = self.id, tls = negotiated.tls,
             compression = ?negotiated.compression, max_rdy, "connected");
@@ -249,6 +261,7 @@ impl NsqdConnection {
     fn drop_link(&mut self, error: Error, ctx: &mut Context<Self>) {
         let Some(link) = self.link.take() else { return };
         let lost_in_flight = link.in_flight;
+        self.leave_flow(&link);
         if self.phase == Phase::Closing {
             // nsqd closed on us while we drained; treat as closed.
             self.finish_close(lost_in_flight, ctx);
@@ -294,6 +307,13 @@ impl NsqdConnection {
             addr: self.addr.clone(),
             attempts,
         });
+    }
+
+    /// Tells the flow policy the link is gone (its RDY and in-flight messages with it).
+    fn leave_flow(&self, link: &Link) {
+        if let (Some(subscription), Some(id)) = (&self.subscription, link.flow_link) {
+            subscription.flow.disconnected(id);
+        }
     }
 
     fn fail_waiters(&mut self, error: &Error) {
@@ -431,9 +451,13 @@ impl NsqdConnection {
         for done in closing.done {
             let _ = done.send(abandoned);
         }
+        if let Some(link) = &self.link {
+            self.leave_flow(link);
+        }
         match &mut self.link {
             // Flush what is buffered (the last FINs), then stop; see write_closed.
             Some(link) => {
+                link.flow_link = None;
                 link.writer.close();
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             }
@@ -470,7 +494,9 @@ impl Actor for NsqdConnection {
 impl Supervised for NsqdConnection {
     fn restarting(&mut self, _: &mut Self::Context) {
         // The old context's streams and futures are gone; so is everything tied to the link.
-        self.link = None;
+        if let Some(link) = self.link.take() {
+            self.leave_flow(&link);
+        }
         self.counters
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -497,8 +523,10 @@ impl WriterOwner for NsqdConnection {
 impl Handler<SetRdy> for NsqdConnection {
     type Result = ();
 
-    fn handle(&mut self, SetRdy(count): SetRdy, ctx: &mut Self::Context) {
-        self.set_rdy(count, ctx);
+    fn handle(&mut self, SetRdy { link, count }: SetRdy, ctx: &mut Self::Context) {
+        if self.link.as_ref().and_then(|l| l.flow_link) == Some(link) {
+            self.set_rdy(count, ctx);
+        }
     }
 }
 

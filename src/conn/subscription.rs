@@ -1,55 +1,38 @@
 //! What a consuming connection needs beyond a producer's: the SUB, the handlers, the requeue
 //! policy, and the link to the RDY coordinator.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering::Relaxed},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{rc::Rc, time::Duration};
 
-use actix::Recipient;
+use actix::Addr;
 
-use super::MessageOutcome;
+use super::NsqdConnection;
 use crate::{
     handler::{GiveUpHook, HandlerSink},
     protocol::{Channel, Topic},
+    rdy::Outcome,
 };
 
-/// Flags the RDY coordinator publishes so that connections can act on a handler's result in
-/// the same turn, before the FIN/REQ is written (nsq#404: lower RDY *before* the command that
-/// frees a slot, or nsqd may push another message into the gap once backoff has begun).
-#[derive(Debug, Default)]
-pub(crate) struct BackoffSignals {
-    /// A failure (REQ with backoff) will put every connection at RDY 0.
-    failure_pauses: AtomicBool,
-    /// A requeue without backoff will too (the consumer is already backing off).
-    continue_pauses: AtomicBool,
-    /// The coordinator wants every received and finished message reported (low-RDY mode,
-    /// backoff), not only failures.
-    report_all: AtomicBool,
+/// The consumer's flow control, called synchronously by its connections. A consumer's
+/// connections and its coordinator share one arbiter thread, so a connection can ask the RDY
+/// policy and act on the answer in the same turn: RDY changes go out *before* the FIN/REQ that
+/// frees a slot (nsq#404; otherwise nsqd may push a message into the gap after backoff began),
+/// and no message per delivery travels to another actor.
+pub(crate) trait Flow {
+    /// A link finished SUB. Returns the id the policy knows this link by, and the RDY to send
+    /// on it now. Every later call for this link uses that id.
+    fn connected(&self, conn: Addr<NsqdConnection>, max_rdy: u32) -> (LinkId, Option<u32>);
+    /// The link is gone, with its RDY and its in-flight messages.
+    fn disconnected(&self, link: LinkId);
+    /// A message arrived; returns a new RDY for this link, if it changes.
+    fn received(&self, link: LinkId) -> Option<u32>;
+    /// A message was answered; called before the FIN/REQ is written. Returns a new RDY for
+    /// this link, if it changes, to be written first.
+    fn done(&self, link: LinkId, outcome: Outcome) -> Option<u32>;
 }
 
-impl BackoffSignals {
-    pub(crate) fn set(&self, failure_pauses: bool, continue_pauses: bool, report_all: bool) {
-        self.failure_pauses.store(failure_pauses, Relaxed);
-        self.continue_pauses.store(continue_pauses, Relaxed);
-        self.report_all.store(report_all, Relaxed);
-    }
-
-    pub(crate) fn pauses(&self, backoff: bool) -> bool {
-        if backoff {
-            self.failure_pauses.load(Relaxed)
-        } else {
-            self.continue_pauses.load(Relaxed)
-        }
-    }
-
-    pub(crate) fn report_all(&self) -> bool {
-        self.report_all.load(Relaxed)
-    }
-}
+/// Identifies one link (one successful handshake) to the flow policy. A fresh id per link means
+/// a `SetRdy` meant for a link that has since died cannot land on its successor.
+pub(crate) type LinkId = u64;
 
 /// The consumer side of a connection.
 #[derive(Clone)]
@@ -62,8 +45,7 @@ pub(crate) struct Subscription {
     pub(crate) max_attempts: u32,
     pub(crate) default_requeue_delay: Duration,
     pub(crate) max_requeue_delay: Duration,
-    pub(crate) coordinator: Option<Recipient<MessageOutcome>>,
-    pub(crate) signals: Arc<BackoffSignals>,
+    pub(crate) flow: Rc<dyn Flow>,
 }
 
 impl Subscription {

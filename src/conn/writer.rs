@@ -17,7 +17,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use actix::{Actor, ActorFuture, AsyncContext, SpawnHandle};
+use actix::{Actor, ActorFuture, AsyncContext};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio_util::codec::Encoder;
@@ -45,7 +45,6 @@ struct Shared {
 pub(crate) struct Writer {
     shared: Rc<RefCell<Shared>>,
     codec: NsqCodec,
-    handle: SpawnHandle,
 }
 
 impl Writer {
@@ -94,16 +93,6 @@ impl Writer {
         if let Some(waker) = shared.waker.take() {
             waker.wake();
         }
-    }
-
-    /// Bytes queued and not yet written.
-    pub(crate) fn buffered(&self) -> usize {
-        self.shared.borrow().buf.len()
-    }
-
-    /// The spawned future, to cancel it when the link is dropped.
-    pub(crate) fn handle(&self) -> SpawnHandle {
-        self.handle
     }
 }
 
