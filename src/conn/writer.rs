@@ -60,16 +60,8 @@ impl Writer {
             waker: None,
             closing: false,
         }));
-        let handle = ctx.spawn(WriteFuture {
-            shared: shared.clone(),
-            io,
-            shut_down: false,
-        });
-        Self {
-            shared,
-            codec,
-            handle,
-        }
+        ctx.spawn(WriteFuture { shared: shared.clone(), io, shut_down: false });
+        Self { shared, codec }
     }
 
     /// Queues a command. Fails, writing nothing, for a publish over the server's limits.
