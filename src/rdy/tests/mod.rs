@@ -2,6 +2,8 @@
 //! the spirit of go-nsq's `mock_test.go` and pynsq's `test_backoff.py`/`test_rdy.py`, property
 //! tests over random event sequences, and simulated latency bounds.
 
+mod latency;
+mod props;
 mod sequences;
 
 use std::{

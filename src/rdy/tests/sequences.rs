@@ -128,6 +128,32 @@ fn backoff_disconnect_and_join_during_the_pause() {
     assert_eq!(h.wire(2), ["RDY 1", "RDY 5", "FIN"]);
 }
 
+/// pynsq `test_backoff_conns_disconnect`, go-nsq PR #106/#127: whenever the connection
+/// holding the test RDY goes away, another one gets it at once; a consumer in backoff never
+/// sits at RDY 0 with nothing in flight.
+#[test]
+fn test_rdy_survives_its_holder_disconnecting() {
+    let mut h = Harness::new(go_nsq_config(5));
+    for id in 1..=3 {
+        h.connect(id);
+    }
+    h.receive(1);
+    h.fail(1);
+    h.fire();
+    let mut left: Vec<u64> = vec![1, 2, 3];
+    while left.len() > 1 {
+        let holders: Vec<u64> = left.iter().copied().filter(|id| h.rdy(*id) > 0).collect();
+        assert_eq!(holders.len(), 1, "exactly one test RDY among {left:?}");
+        h.disconnect(holders[0]);
+        left.retain(|id| *id != holders[0]);
+    }
+    assert_eq!(h.rdy(left[0]), 1);
+    h.disconnect(left[0]);
+    h.connect(4);
+    assert_eq!(h.wire(4), ["RDY 1"]);
+    assert_eq!(h.policy.backoff_level(), 1);
+}
+
 /// With nobody to test the waters when the timer fires, the test RDY goes to the first
 /// connection that appears (go-nsq re-arms a 1 s timer instead).
 #[test]
