@@ -10,6 +10,7 @@
 mod backoff;
 mod config;
 mod policy;
+mod split;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@ use rand::Rng;
 use super::{
     backoff::{BackoffChange, BackoffSignal, BackoffState},
     config::FlowControl,
+    split::even_split,
 };
 
 /// Identifies one nsqd connection for the lifetime of that connection. The actor hands out
@@ -476,40 +477,4 @@ impl RdyPolicy {
         let held = now.saturating_duration_since(c.granted_at);
         (c.window_open() && idle >= self.idle_timeout) || held >= self.held_timeout
     }
-}
-
-/// Splits `budget` as evenly as the connections' `max_rdy_count`s allow. Connections capped
-/// below an even share take their cap and the others share what is left (water-filling).
-/// The remainder goes one by one to the oldest connections (nsqjs, `readerrdy.js`): go-nsq's
-/// plain `mif / n` leaves `mif % n` slots unused for good, e.g. only 2 of 3 with two nsqd.
-fn even_split(budget: u32, caps: &[(ConnId, u32)]) -> BTreeMap<ConnId, u32> {
-    let mut by_cap: Vec<usize> = (0..caps.len()).collect();
-    by_cap.sort_unstable_by_key(|&i| (caps[i].1, i));
-    let mut shares = BTreeMap::new();
-    let mut left = u64::from(budget);
-    let mut rest = by_cap.as_slice();
-    while let Some((&i, tail)) = rest.split_first() {
-        let even = left / rest.len() as u64;
-        let (id, cap) = caps[i];
-        if u64::from(cap) > even {
-            break;
-        }
-        shares.insert(id, cap);
-        left -= u64::from(cap);
-        rest = tail;
-    }
-    if rest.is_empty() {
-        return shares;
-    }
-    let even = left / rest.len() as u64;
-    let mut extra = left % rest.len() as u64;
-    let mut uncapped = rest.to_vec();
-    uncapped.sort_unstable();
-    for i in uncapped {
-        // Every uncapped connection's cap is above `even`, so `even + 1` still fits.
-        let share = even + u64::from(extra > 0);
-        extra = extra.saturating_sub(1);
-        shares.insert(caps[i].0, u32::try_from(share).unwrap_or(caps[i].1));
-    }
-    shares
 }
