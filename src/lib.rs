@@ -14,18 +14,24 @@
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
 
 mod conn;
+mod consumer;
 mod delivery;
 mod error;
 mod handler;
+mod lookup;
 mod producer;
-mod rdy;
 pub mod protocol;
+mod rdy;
 mod retry;
 mod transport;
 
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{GiveUp, HandlerFuture};
+pub use lookup::{LookupResponse, ProducerInfo};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, Message, MessageId, Topic};
+pub use rdy::{BackoffStrategy, FlowControl};
+pub use retry::ReconnectPolicy;

@@ -4,9 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandler};
 
-use super::{
-    responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter,
-};
+use super::{responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter};
 use crate::{
     delivery::{Action, Applied, Delivery, DeliveryId, Meta, Watch},
     error::{Error, ProtocolError},
@@ -177,12 +175,20 @@ impl NsqdConnection {
     }
 
     fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
-        let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else { return };
+        let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else {
+            return;
+        };
         let (command, outcome) = match answer.action {
             Action::Finish => (Command::Fin(answer.id), Outcome::Finished),
             Action::Requeue { delay, backoff } => {
                 let delay = subscription.requeue_delay(delay, answer.attempts);
-                (Command::Req { id: answer.id, delay }, Outcome::Requeued { backoff })
+                (
+                    Command::Req {
+                        id: answer.id,
+                        delay,
+                    },
+                    Outcome::Requeued { backoff },
+                )
             }
             Action::Touch => {
                 self.counters.touched.fetch_add(1, Relaxed);
@@ -197,7 +203,10 @@ impl NsqdConnection {
             Outcome::Requeued { .. } => self.counters.requeued.fetch_add(1, Relaxed),
         };
         // Ask the flow policy first and write its RDY change before the FIN/REQ (nsq#404).
-        if let Some(count) = link.flow_link.and_then(|id| subscription.flow.done(id, outcome)) {
+        if let Some(count) = link
+            .flow_link
+            .and_then(|id| subscription.flow.done(id, outcome))
+        {
             self.set_rdy(count, ctx);
         }
         if self.write(&command, ctx).is_err() {

@@ -123,7 +123,7 @@ impl NsqdConnection {
     }
 
     fn new(params: ConnectionParams) -> Self {
-        let reconnect = ReconnectBackoff::new(&params.config.reconnect);
+        let reconnect = ReconnectBackoff::new(params.config.reconnect.clone());
         Self {
             id: params.id,
             addr: params.addr,
@@ -270,9 +270,7 @@ impl NsqdConnection {
         tracing::warn!(nsqd = %self.addr, conn = self.id, %error, lost_in_flight, "connection lost");
         self.fail_waiters(&error);
         // A link that stayed up for a while resets the backoff: this is a new failure episode.
-        if link.connected_at.elapsed() >= self.config.reconnect.healthy_after() {
-            self.reconnect.reset();
-        }
+        self.reconnect.connection_ended(link.connected_at.elapsed());
         self.emit(ConnectionEvent::Disconnected {
             id: self.id,
             addr: self.addr.clone(),

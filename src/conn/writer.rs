@@ -60,7 +60,11 @@ impl Writer {
             waker: None,
             closing: false,
         }));
-        ctx.spawn(WriteFuture { shared: shared.clone(), io, shut_down: false });
+        ctx.spawn(WriteFuture {
+            shared: shared.clone(),
+            io,
+            shut_down: false,
+        });
         Self { shared, codec }
     }
 

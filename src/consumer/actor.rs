@@ -1,0 +1,307 @@
+//! The consumer's coordinator: owns the connections and the flow core, reacts to discovery,
+//! runs the backoff timer and the RDY rotation tick, and stops everything gracefully.
+
+use std::{
+    collections::HashMap,
+    rc::Rc,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    ResponseActFuture, WrapFuture,
+};
+
+use super::{
+    events::{ConsumerEvent, FlowNotice},
+    flow::{tick_every, FlowCore},
+    ConsumerBuilder,
+};
+use crate::{
+    conn::{
+        Close, ConnCounters, ConnId, ConnectionConfig, ConnectionEvent, ConnectionParams,
+        NsqdConnection, Subscription,
+    },
+    lookup::{Discovered, DiscoveryConfig, LookupdDiscoverer, Requery},
+    protocol::{Channel, Topic},
+};
+
+/// How an nsqd became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Configured with `.nsqd(..)`: reconnect forever (with backoff).
+    Static,
+    /// Found through nsqlookupd: reconnect a few times, then rely on rediscovery.
+    Lookupd,
+}
+
+struct Conn {
+    id: ConnId,
+    actor: Addr<NsqdConnection>,
+    origin: Origin,
+}
+
+/// Connections and counters the `Consumer` handle reads for `stats()`.
+pub(crate) type SharedConns = Arc<Mutex<Vec<(Arc<str>, Arc<ConnCounters>)>>>;
+
+pub(crate) struct ConsumerActor {
+    subscription: Option<Subscription>,
+    static_config: Arc<ConnectionConfig>,
+    lookupd_config: Arc<ConnectionConfig>,
+    conns: HashMap<Arc<str>, Conn>,
+    next_id: ConnId,
+    builder: ConsumerBuilder,
+    topic: Topic,
+    channel: Channel,
+    discoverer: Option<Addr<LookupdDiscoverer>>,
+    events: Option<Recipient<ConsumerEvent>>,
+    shared: SharedConns,
+    flow: Option<Rc<FlowCore>>,
+    stopping: bool,
+}
+
+/// A few attempts, then the nsqd must be rediscovered (go-nsq reconnects lookupd-found nsqd
+/// only when lookupd lists them again; a lost connection triggers an immediate re-query).
+const LOOKUPD_RECONNECT_ATTEMPTS: u32 = 3;
+
+impl ConsumerActor {
+    pub(crate) fn new(
+        builder: ConsumerBuilder,
+        topic: Topic,
+        channel: Channel,
+        shared: SharedConns,
+    ) -> Self {
+        let static_config = Arc::new(builder.connection.clone());
+        let lookupd_reconnect = builder
+            .connection
+            .reconnect
+            .clone()
+            .max_attempts(Some(LOOKUPD_RECONNECT_ATTEMPTS));
+        let lookupd_config = Arc::new(builder.connection.clone().reconnect(lookupd_reconnect));
+        Self {
+            subscription: None,
+            static_config,
+            lookupd_config,
+            conns: HashMap::new(),
+            next_id: 0,
+            events: builder.events.clone(),
+            builder,
+            topic,
+            channel,
+            discoverer: None,
+            shared,
+            flow: None,
+            stopping: false,
+        }
+    }
+
+    fn emit(&self, event: ConsumerEvent) {
+        if let Some(events) = &self.events {
+            events.do_send(event);
+        }
+    }
+
+    fn connect(&mut self, addr: &str, origin: Origin, ctx: &mut Context<Self>) {
+        if self.stopping || self.conns.contains_key(addr) {
+            return;
+        }
+        let Some(subscription) = self.subscription.clone() else {
+            return;
+        };
+        let addr: Arc<str> = Arc::from(addr);
+        let id = self.next_id;
+        self.next_id += 1;
+        let counters = Arc::new(ConnCounters::default());
+        let config = match origin {
+            Origin::Static => self.static_config.clone(),
+            Origin::Lookupd => self.lookupd_config.clone(),
+        };
+        let actor = NsqdConnection::start(ConnectionParams {
+            id,
+            addr: addr.clone(),
+            config,
+            subscription: Some(subscription),
+            events: Some(ctx.address().recipient()),
+            counters: counters.clone(),
+        });
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.push((addr.clone(), counters));
+        }
+        tracing::debug!(nsqd = %addr, conn = id, ?origin, "adding connection");
+        self.conns.insert(addr, Conn { id, actor, origin });
+    }
+
+    fn forget(&mut self, addr: &str) {
+        self.conns.remove(addr);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.retain(|(a, _)| &**a != addr);
+        }
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let flow = Rc::new(FlowCore::new(&self.builder.flow, ctx.address().downgrade()));
+        self.subscription = Some(Subscription {
+            topic: self.topic.clone(),
+            channel: self.channel.clone(),
+            handler: self.builder.handler_sink(),
+            give_up: self.builder.give_up.clone(),
+            max_attempts: self.builder.max_attempts,
+            default_requeue_delay: self.builder.default_requeue_delay,
+            max_requeue_delay: self.builder.max_requeue_delay,
+            flow: flow.clone(),
+        });
+        self.flow = Some(flow.clone());
+        ctx.run_interval(tick_every(&self.builder.flow), move |_, _| flow.tick());
+        for addr in self.builder.nsqd.clone() {
+            self.connect(&addr, Origin::Static, ctx);
+        }
+        if !self.builder.lookupd.is_empty() {
+            let secret = self.builder.connection.auth_secret.clone();
+            let config = DiscoveryConfig {
+                lookupd: self.builder.lookupd.clone(),
+                topic: self.topic.clone(),
+                poll_interval: self.builder.lookupd_poll_interval,
+                poll_jitter: self.builder.lookupd_poll_jitter,
+                poll_timeout: self.builder.lookupd_poll_timeout,
+                authorization: secret.filter(|_| self.builder.lookupd_authorization),
+            };
+            let discoverer = LookupdDiscoverer::new(config, ctx.address().recipient()).start();
+            self.discoverer = Some(discoverer);
+        }
+    }
+}
+
+impl Handler<ConnectionEvent> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, event: ConnectionEvent, _: &mut Context<Self>) {
+        let origin = self.conns.get(event.addr()).map(|c| c.origin);
+        match &event {
+            ConnectionEvent::Disconnected { .. } if origin == Some(Origin::Lookupd) => {
+                // go-nsq consumer.go:768-773: a lost connection triggers an immediate
+                // lookupd query, so a moved nsqd is found without waiting for the poll.
+                if let Some(discoverer) = &self.discoverer {
+                    discoverer.do_send(Requery);
+                }
+            }
+            ConnectionEvent::GaveUp { addr, .. } => {
+                let addr = addr.to_string();
+                self.forget(&addr);
+                if let Some(discoverer) = &self.discoverer {
+                    discoverer.do_send(Requery);
+                }
+            }
+            _ => {}
+        }
+        self.emit(ConsumerEvent::Connection(event));
+    }
+}
+
+impl Handler<Discovered> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, discovered: Discovered, ctx: &mut Context<Self>) {
+        match discovered {
+            Discovered::Producers { lookupd, nsqd } => {
+                for addr in &nsqd {
+                    self.connect(addr, Origin::Lookupd, ctx);
+                }
+                self.emit(ConsumerEvent::Discovered { lookupd, nsqd });
+            }
+            Discovered::Failed { lookupd, error } => {
+                self.emit(ConsumerEvent::DiscoveryFailed { lookupd, error });
+            }
+        }
+    }
+}
+
+impl Handler<FlowNotice> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, notice: FlowNotice, ctx: &mut Context<Self>) {
+        match notice {
+            FlowNotice::BackoffTimer(pause) => {
+                let level = self.flow.as_ref().map_or(0, |f| f.backoff_level());
+                self.emit(ConsumerEvent::BackoffStarted { level, pause });
+                ctx.run_later(pause, |act, _| {
+                    if let Some(flow) = &act.flow {
+                        flow.backoff_timer_fired();
+                    }
+                });
+            }
+            FlowNotice::BackoffLevel(level) => self.emit(ConsumerEvent::BackoffLevel { level }),
+            FlowNotice::BackoffEnded => self.emit(ConsumerEvent::BackoffEnded),
+        }
+    }
+}
+
+/// Change `max_in_flight` at once (0 pauses).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetMaxInFlight(pub(crate) u32);
+
+impl Handler<SetMaxInFlight> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, SetMaxInFlight(n): SetMaxInFlight, _: &mut Context<Self>) {
+        if let Some(flow) = &self.flow {
+            flow.set_max_in_flight(n);
+        }
+    }
+}
+
+/// Connect to another nsqd at runtime (go-nsq `ConnectToNSQD`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddNsqd(pub(crate) String);
+
+impl Handler<AddNsqd> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, AddNsqd(addr): AddNsqd, ctx: &mut Context<Self>) {
+        self.connect(&addr, Origin::Static, ctx);
+    }
+}
+
+/// Stop gracefully within `deadline`; resolves with the number of abandoned messages.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "u32")]
+pub(crate) struct Stop {
+    pub(crate) deadline: Duration,
+}
+
+impl Handler<Stop> for ConsumerActor {
+    type Result = ResponseActFuture<Self, u32>;
+
+    fn handle(&mut self, Stop { deadline }: Stop, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.discoverer = None;
+        let closes: Vec<_> = self
+            .conns
+            .values()
+            .map(|c| c.actor.send(Close { deadline }))
+            .collect();
+        Box::pin(
+            async move {
+                let mut abandoned = 0;
+                for close in closes {
+                    abandoned += close.await.unwrap_or(0);
+                }
+                abandoned
+            }
+            .into_actor(self)
+            .map(|abandoned, act, ctx| {
+                act.conns.clear();
+                act.flow = None;
+                act.subscription = None;
+                ctx.stop();
+                abandoned
+            }),
+        )
+    }
+}

@@ -1,0 +1,337 @@
+//! Configuration of a [`Consumer`](super::Consumer).
+
+use std::{fmt, future::Future, time::Duration};
+
+use actix::Recipient;
+
+use super::{events::ConsumerEvent, Consumer};
+use crate::{
+    conn::{validate_addr, ConnectionConfig},
+    delivery::{Delivery, HandlerResult},
+    error::Error,
+    handler::{GiveUp, GiveUpHook, HandlerSink},
+    protocol::{Channel, Topic},
+    rdy::{BackoffStrategy, FlowControl},
+};
+
+/// Builds a [`Consumer`]. Settings are named after go-nsq's `Config` options, with the same
+/// defaults and ranges, except where the docs of a setting say otherwise and why.
+#[derive(Clone)]
+pub struct ConsumerBuilder {
+    pub(crate) topic: String,
+    pub(crate) channel: String,
+    pub(crate) nsqd: Vec<String>,
+    pub(crate) lookupd: Vec<String>,
+    pub(crate) flow: FlowControl,
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) actors: Vec<Recipient<Delivery>>,
+    pub(crate) closure: Option<HandlerSink>,
+    pub(crate) give_up: GiveUpHook,
+    pub(crate) max_attempts: u32,
+    pub(crate) default_requeue_delay: Duration,
+    pub(crate) max_requeue_delay: Duration,
+    pub(crate) lookupd_poll_interval: Duration,
+    pub(crate) lookupd_poll_jitter: f64,
+    pub(crate) lookupd_poll_timeout: Duration,
+    pub(crate) lookupd_authorization: bool,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) events: Option<Recipient<ConsumerEvent>>,
+}
+
+impl ConsumerBuilder {
+    /// go-nsq `max_attempts`: messages delivered more often go to the give-up hook.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// go-nsq `default_requeue_delay`: scaled by the attempt count.
+    pub const DEFAULT_REQUEUE_DELAY: Duration = Duration::from_secs(90);
+    /// go-nsq `max_requeue_delay`.
+    pub const DEFAULT_MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
+    /// go-nsq `lookupd_poll_interval`.
+    pub const DEFAULT_LOOKUPD_POLL_INTERVAL: Duration = Duration::from_secs(60);
+    /// go-nsq `lookupd_poll_jitter`.
+    pub const DEFAULT_LOOKUPD_POLL_JITTER: f64 = 0.3;
+    /// go-nsq `lookupd_poll_timeout`.
+    pub const DEFAULT_LOOKUPD_POLL_TIMEOUT: Duration = Duration::from_secs(60);
+    /// go-nsq's hard-coded `Stop()` cap; here it is a setting.
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new(topic: impl Into<String>, channel: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            channel: channel.into(),
+            nsqd: Vec::new(),
+            lookupd: Vec::new(),
+            flow: FlowControl::new(),
+            connection: ConnectionConfig::new(),
+            actors: Vec::new(),
+            closure: None,
+            give_up: GiveUpHook::Log,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            default_requeue_delay: Self::DEFAULT_REQUEUE_DELAY,
+            max_requeue_delay: Self::DEFAULT_MAX_REQUEUE_DELAY,
+            lookupd_poll_interval: Self::DEFAULT_LOOKUPD_POLL_INTERVAL,
+            lookupd_poll_jitter: Self::DEFAULT_LOOKUPD_POLL_JITTER,
+            lookupd_poll_timeout: Self::DEFAULT_LOOKUPD_POLL_TIMEOUT,
+            lookupd_authorization: true,
+            stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
+            events: None,
+        }
+    }
+
+    /// Adds an nsqd TCP address (`host:port`) to consume from directly. A lost connection is
+    /// re-established with exponential backoff and jitter.
+    pub fn nsqd(mut self, addr: impl Into<String>) -> Self {
+        self.nsqd.push(addr.into());
+        self
+    }
+
+    /// Adds an nsqlookupd HTTP address (`http://host:4161`, `host:4161`, or a full URL with a
+    /// path) to discover the topic's nsqd from.
+    pub fn lookupd(mut self, addr: impl Into<String>) -> Self {
+        self.lookupd.push(addr.into());
+        self
+    }
+
+    /// Adds an actix actor that handles deliveries. Several actors share the work, each
+    /// delivery going to the next live one; their mailboxes are respected (a full mailbox makes
+    /// the connection wait, it never queues without bound).
+    pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
+        self.actors.push(recipient);
+        self
+    }
+
+    /// Handles deliveries with an async closure (replaces any earlier closure; used when no
+    /// actor handler is set). A panic in it is caught: the message is requeued with backoff.
+    pub fn handler_fn<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.closure = Some(HandlerSink::closure(f));
+        self
+    }
+
+    /// Where messages past `max_attempts` go: an actor answering [`GiveUp`] (`Ok` finishes the
+    /// message, `Err` requeues it). Without a hook they are logged and finished.
+    pub fn give_up(mut self, recipient: Recipient<GiveUp>) -> Self {
+        self.give_up = GiveUpHook::Recipient(recipient);
+        self
+    }
+
+    /// As [`give_up`](Self::give_up), with an async closure.
+    pub fn give_up_fn<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        if let HandlerSink::Closure(f) = HandlerSink::closure(f) {
+            self.give_up = GiveUpHook::Closure(f);
+        }
+        self
+    }
+
+    /// go-nsq `max_attempts` (default 5, 0 = unlimited, at most 65535).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// go-nsq `default_requeue_delay` (default 90 s, at most 60 min): a failed message is
+    /// requeued after `min(default_requeue_delay × attempts, max_requeue_delay)`.
+    pub fn default_requeue_delay(mut self, delay: Duration) -> Self {
+        self.default_requeue_delay = delay;
+        self
+    }
+
+    /// go-nsq `max_requeue_delay` (default 15 min, at most 60 min).
+    pub fn max_requeue_delay(mut self, delay: Duration) -> Self {
+        self.max_requeue_delay = delay;
+        self
+    }
+
+    /// The most messages in flight at once over all connections (go-nsq `max_in_flight`,
+    /// default 1). 0 starts paused.
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.flow.max_in_flight = n;
+        self
+    }
+
+    /// All flow-control settings at once (RDY rotation and backoff).
+    pub fn flow_control(mut self, flow: FlowControl) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// go-nsq `backoff_strategy` (default exponential).
+    pub fn backoff_strategy(mut self, strategy: BackoffStrategy) -> Self {
+        self.flow.backoff_strategy = strategy;
+        self
+    }
+
+    /// go-nsq `backoff_multiplier` (default 1 s).
+    pub fn backoff_multiplier(mut self, multiplier: Duration) -> Self {
+        self.flow.backoff_multiplier = multiplier;
+        self
+    }
+
+    /// go-nsq `max_backoff_duration` (default 2 min; 0 disables backoff).
+    pub fn max_backoff_duration(mut self, max: Duration) -> Self {
+        self.flow.max_backoff_duration = max;
+        self
+    }
+
+    /// Connection settings: TLS, compression, AUTH, heartbeats, msg_timeout, timeouts.
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.connection = config;
+        self
+    }
+
+    /// go-nsq `lookupd_poll_interval` (default 60 s, 10 ms..=5 min).
+    pub fn lookupd_poll_interval(mut self, interval: Duration) -> Self {
+        self.lookupd_poll_interval = interval;
+        self
+    }
+
+    /// go-nsq `lookupd_poll_jitter` (default 0.3, 0..=1): the first poll waits a random
+    /// `jitter × interval`, so a fleet restarted at once does not poll in step.
+    pub fn lookupd_poll_jitter(mut self, jitter: f64) -> Self {
+        self.lookupd_poll_jitter = jitter;
+        self
+    }
+
+    /// go-nsq `lookupd_poll_timeout` (default 60 s): bound on one lookupd request.
+    pub fn lookupd_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.lookupd_poll_timeout = timeout;
+        self
+    }
+
+    /// Send `Authorization: Bearer <auth_secret>` to nsqlookupd when an AUTH secret is set
+    /// (go-nsq's oddly named `skip_lookupd_authorization`, default true).
+    pub fn lookupd_authorization(mut self, enabled: bool) -> Self {
+        self.lookupd_authorization = enabled;
+        self
+    }
+
+    /// Deadline for [`Consumer::stop`] (default 30 s, go-nsq's fixed value).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Receives the consumer's events.
+    pub fn events(mut self, recipient: Recipient<ConsumerEvent>) -> Self {
+        self.events = Some(recipient);
+        self
+    }
+
+    /// Checks every setting, naming the first invalid one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for the topic or channel, [`Error::Config`] otherwise.
+    pub fn validate(&self) -> Result<(Topic, Channel), Error> {
+        let topic = Topic::new(&self.topic)?;
+        let channel = Channel::new(&self.channel)?;
+        if self.nsqd.is_empty() && self.lookupd.is_empty() {
+            return Err(Error::config(
+                "nsqd",
+                "give at least one nsqd or nsqlookupd address",
+            ));
+        }
+        for addr in &self.nsqd {
+            validate_addr(addr).map_err(|reason| Error::config("nsqd", reason))?;
+        }
+        for addr in &self.lookupd {
+            crate::lookup::lookup_url(addr, &topic)
+                .map_err(|reason| Error::config("lookupd", reason))?;
+        }
+        if self.actors.is_empty() && self.closure.is_none() {
+            return Err(Error::config(
+                "handler",
+                "set a handler actor or a handler closure",
+            ));
+        }
+        if self.max_attempts > u32::from(u16::MAX) {
+            return Err(Error::config("max_attempts", "must be at most 65535"));
+        }
+        let hour = Duration::from_secs(3600);
+        if self.default_requeue_delay > hour {
+            return Err(Error::config(
+                "default_requeue_delay",
+                "must be at most 60 min",
+            ));
+        }
+        if self.max_requeue_delay > hour {
+            return Err(Error::config("max_requeue_delay", "must be at most 60 min"));
+        }
+        let poll = self.lookupd_poll_interval;
+        if poll < Duration::from_millis(10) || poll > Duration::from_secs(300) {
+            return Err(Error::config(
+                "lookupd_poll_interval",
+                "must be within 10 ms..=5 min",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.lookupd_poll_jitter) {
+            return Err(Error::config("lookupd_poll_jitter", "must be within 0..=1"));
+        }
+        if self.lookupd_poll_timeout.is_zero() {
+            return Err(Error::config(
+                "lookupd_poll_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.connection.heartbeat().is_none() {
+            return Err(Error::config(
+                "heartbeat_interval",
+                "nsqd refuses SUB with heartbeats disabled",
+            ));
+        }
+        self.flow.validate()?;
+        self.connection.validate()?;
+        Ok((topic, channel))
+    }
+
+    /// Validates the settings and starts the consumer's actors in the current actix arbiter.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate).
+    ///
+    /// # Panics
+    ///
+    /// Outside a running actix `System` (actors need an arbiter).
+    pub fn start(self) -> Result<Consumer, Error> {
+        let (topic, channel) = self.validate()?;
+        Ok(Consumer::start(self, topic, channel))
+    }
+
+    pub(crate) fn handler_sink(&self) -> HandlerSink {
+        if self.actors.is_empty() {
+            if let Some(closure) = &self.closure {
+                return closure.clone();
+            }
+        }
+        HandlerSink::actors(self.actors.clone())
+    }
+}
+
+impl fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("topic", &self.topic)
+            .field("channel", &self.channel)
+            .field("nsqd", &self.nsqd)
+            .field("lookupd", &self.lookupd)
+            .field("flow", &self.flow)
+            .field("connection", &self.connection)
+            .field("handler_actors", &self.actors.len())
+            .field("handler_fn", &self.closure.is_some())
+            .field("max_attempts", &self.max_attempts)
+            .field("default_requeue_delay", &self.default_requeue_delay)
+            .field("max_requeue_delay", &self.max_requeue_delay)
+            .field("lookupd_poll_interval", &self.lookupd_poll_interval)
+            .field("lookupd_poll_jitter", &self.lookupd_poll_jitter)
+            .field("lookupd_poll_timeout", &self.lookupd_poll_timeout)
+            .field("stop_timeout", &self.stop_timeout)
+            .finish()
+    }
+}

@@ -1,0 +1,56 @@
+//! What a consumer reports.
+
+use std::time::Duration;
+
+use actix::Message;
+
+use crate::{conn::ConnectionEvent, error::Error};
+
+/// Something that happened to a consumer. Subscribe with
+/// [`ConsumerBuilder::events`](super::ConsumerBuilder::events).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// A connection event: connected, disconnected, reconnecting, gave up, a non-fatal server
+    /// error, a handler failure, closed.
+    Connection(ConnectionEvent),
+    /// Handlers are failing: every connection went to RDY 0 for `pause`, after which one
+    /// connection gets RDY 1 to test the waters.
+    BackoffStarted {
+        /// The backoff level (each success steps it down by one).
+        level: u32,
+        /// How long RDY stays at 0.
+        pause: Duration,
+    },
+    /// The backoff level changed without a new pause (a success stepped it down).
+    BackoffLevel {
+        /// The new level.
+        level: u32,
+    },
+    /// Backoff is over: every connection is back to its full RDY share.
+    BackoffEnded,
+    /// An nsqlookupd query failed; existing connections are kept.
+    DiscoveryFailed {
+        /// The nsqlookupd that failed.
+        lookupd: String,
+        /// What went wrong.
+        error: Error,
+    },
+    /// nsqlookupd listed these nsqd for the topic (after a successful query).
+    Discovered {
+        /// The nsqlookupd that answered.
+        lookupd: String,
+        /// `host:port` of every nsqd it lists.
+        nsqd: Vec<String>,
+    },
+}
+
+/// What the flow core tells the consumer actor (it cannot act on timers or events itself).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) enum FlowNotice {
+    BackoffTimer(Duration),
+    BackoffLevel(u32),
+    BackoffEnded,
+}

@@ -1,0 +1,169 @@
+//! [`Consumer`]: reads a topic through a channel from every nsqd that has it.
+//!
+//! The actor topology (see DESIGN.md): a coordinator actor owns one supervised
+//! [`NsqdConnection`](crate::conn) per nsqd, a [`LookupdDiscoverer`](crate::lookup) when
+//! nsqlookupd addresses are given, and the flow core (RDY policy and consumer-wide backoff),
+//! which the connections consult synchronously. Deliveries go straight from a connection to
+//! the handler actors (or closure), and answers straight back.
+
+mod actor;
+mod builder;
+mod events;
+mod flow;
+
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    time::Duration,
+};
+
+use actix::{Actor, Addr};
+
+pub use builder::ConsumerBuilder;
+pub use events::ConsumerEvent;
+
+use self::actor::{AddNsqd, ConsumerActor, SetMaxInFlight, SharedConns, Stop};
+use crate::{
+    conn::ConnectionStats,
+    protocol::{Channel, Topic},
+};
+
+/// A running consumer. Cheap to clone; clones control the same consumer.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), actix_nsq::Error> {
+/// use actix_nsq::{Consumer, Delivery};
+///
+/// let consumer = Consumer::builder("events", "indexer")
+///     .nsqd("127.0.0.1:4150")
+///     .max_in_flight(200)
+///     .handler_fn(|delivery: Delivery| async move {
+///         println!("got {} bytes", delivery.body().len());
+///         Ok(()) // finishes the message; an Err requeues it with backoff
+///     })
+///     .start()?;
+/// consumer.set_max_in_flight(0); // pause
+/// consumer.set_max_in_flight(200); // resume
+/// consumer.stop().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Consumer {
+    actor: Addr<ConsumerActor>,
+    conns: SharedConns,
+    topic: Topic,
+    channel: Channel,
+    stop_timeout: Duration,
+    max_in_flight: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic)
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+/// A snapshot of a consumer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Every connection, up or down.
+    pub connections: Vec<ConnectionStats>,
+    /// The current `max_in_flight`.
+    pub max_in_flight: u32,
+    /// Messages received over all connections.
+    pub received: u64,
+    /// Messages finished.
+    pub finished: u64,
+    /// Messages requeued.
+    pub requeued: u64,
+    /// Messages in flight now.
+    pub in_flight: u64,
+}
+
+impl Consumer {
+    /// Starts configuring a consumer of `topic` through `channel`.
+    pub fn builder(topic: impl Into<String>, channel: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder::new(topic, channel)
+    }
+
+    fn start(builder: ConsumerBuilder, topic: Topic, channel: Channel) -> Self {
+        let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
+        let stop_timeout = builder.stop_timeout;
+        let max_in_flight = Arc::new(std::sync::atomic::AtomicU32::new(
+            builder.flow.max_in_flight,
+        ));
+        let actor =
+            ConsumerActor::new(builder, topic.clone(), channel.clone(), conns.clone()).start();
+        Self {
+            actor,
+            conns,
+            topic,
+            channel,
+            stop_timeout,
+            max_in_flight,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Changes `max_in_flight` at once: 0 pauses (RDY 0 everywhere), any other value resumes.
+    pub fn set_max_in_flight(&self, n: u32) {
+        self.max_in_flight.store(n, Relaxed);
+        self.actor.do_send(SetMaxInFlight(n));
+    }
+
+    /// Connects to another nsqd (no-op if already connected).
+    pub fn connect_nsqd(&self, addr: impl Into<String>) {
+        self.actor.do_send(AddNsqd(addr.into()));
+    }
+
+    /// Per-connection RDY, in flight, finished, requeued, and totals.
+    pub fn stats(&self) -> ConsumerStats {
+        let connections: Vec<ConnectionStats> = self
+            .conns
+            .lock()
+            .map(|conns| conns.iter().map(|(addr, c)| c.snapshot(addr)).collect())
+            .unwrap_or_default();
+        ConsumerStats {
+            max_in_flight: self.max_in_flight.load(Relaxed),
+            received: connections.iter().map(|c| c.received).sum(),
+            finished: connections.iter().map(|c| c.finished).sum(),
+            requeued: connections.iter().map(|c| c.requeued).sum(),
+            in_flight: connections.iter().map(|c| u64::from(c.in_flight)).sum(),
+            connections,
+        }
+    }
+
+    /// True if any connection is at 85 % of its RDY or more (go-nsq `IsStarved`): the
+    /// handlers, not nsqd, are the bottleneck. Batching handlers flush on this.
+    pub fn is_starved(&self) -> bool {
+        self.stats()
+            .connections
+            .iter()
+            .any(|c| c.in_flight > 0 && u64::from(c.in_flight) >= u64::from(c.rdy) * 85 / 100)
+    }
+
+    /// Stops gracefully within the configured `stop_timeout` (default 30 s): CLS to every
+    /// connection, wait for CLOSE_WAIT and for every message in flight to be answered, then
+    /// close. Resolves with the number of messages abandoned at the deadline (0 normally);
+    /// nsqd redelivers those after their timeout.
+    pub async fn stop(&self) -> u32 {
+        self.stop_within(self.stop_timeout).await
+    }
+
+    /// As [`stop`](Self::stop), with an explicit deadline.
+    pub async fn stop_within(&self, deadline: Duration) -> u32 {
+        self.actor.send(Stop { deadline }).await.unwrap_or(0)
+    }
+}

@@ -1,0 +1,303 @@
+//! `LookupdDiscoverer`: finds the nsqd that have a topic by polling nsqlookupd.
+//!
+//! go-nsq's algorithm (`consumer.go:339-521`): one nsqlookupd per poll, round robin; on an
+//! error or a non-200 answer the next one is tried, up to 3 tries (go-nsq#97/#209); the
+//! periodic loop starts after a random `jitter × interval` (nsq PR #250) so a fleet restarted
+//! together does not poll in step. Like go-nsq, the very first query runs at once, so a
+//! consumer finds its nsqd at startup rather than after the jitter. `404 TOPIC_NOT_FOUND`
+//! means "no producers yet", not a failure. Garbage, timeouts and errors become an event and
+//! change nothing: existing connections are kept.
+
+mod response;
+
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient, WrapFuture,
+};
+use rand::Rng;
+
+pub(crate) use response::{decode, error_message};
+pub use response::{LookupResponse, ProducerInfo};
+
+use crate::{error::Error, protocol::Topic, transport::Secret};
+
+/// The media type nsqlookupd ≥ 1.0 answers in without the legacy wrapper.
+pub(crate) const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
+/// The header that says the answer is not wrapped.
+pub(crate) const CONTENT_TYPE_V1: &str = "nsq; version=1.0";
+
+/// Tries per poll (go-nsq `queryLookupd`).
+const TRIES: usize = 3;
+
+/// Builds the lookup URL for an nsqlookupd address as go-nsq's `buildLookupAddr` does
+/// (`consumer.go:1210-1233`): `http://` is added when there is no scheme, a port is required,
+/// an empty path becomes `/lookup`, and `topic=` is added to the query.
+pub(crate) fn lookup_url(addr: &str, topic: &Topic) -> Result<String, String> {
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("http", addr));
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{addr:?}: scheme must be http or https"));
+    }
+    let (authority, path_and_query) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let path = if path.is_empty() || path == "/" {
+        "/lookup"
+    } else {
+        path
+    };
+    // Topic names are [.a-zA-Z0-9_-] plus an optional #ephemeral; only '#' needs escaping.
+    let topic = topic.as_str().replace('#', "%23");
+    let sep = if query.is_empty() { "" } else { "&" };
+    Ok(format!(
+        "{scheme}://{authority}{path}?{query}{sep}topic={topic}"
+    ))
+}
+
+/// What the discoverer needs.
+#[derive(Clone)]
+pub(crate) struct DiscoveryConfig {
+    pub(crate) lookupd: Vec<String>,
+    pub(crate) topic: Topic,
+    pub(crate) poll_interval: Duration,
+    pub(crate) poll_jitter: f64,
+    pub(crate) poll_timeout: Duration,
+    /// Sent as `Authorization: Bearer <secret>` (go-nsq `consumer.go:489-491`).
+    pub(crate) authorization: Option<Secret>,
+}
+
+/// What the discoverer found.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) enum Discovered {
+    Producers { lookupd: String, nsqd: Vec<String> },
+    Failed { lookupd: String, error: Error },
+}
+
+/// Query now (a connection was lost; go-nsq `lookupdRecheckChan`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Requery;
+
+pub(crate) struct LookupdDiscoverer {
+    urls: Vec<(String, String)>,
+    next: usize,
+    config: DiscoveryConfig,
+    consumer: Recipient<Discovered>,
+    client: Option<awc::Client>,
+    querying: bool,
+    query_again: bool,
+}
+
+impl LookupdDiscoverer {
+    pub(crate) fn new(config: DiscoveryConfig, consumer: Recipient<Discovered>) -> Self {
+        let urls = config
+            .lookupd
+            .iter()
+            .filter_map(|addr| {
+                lookup_url(addr, &config.topic)
+                    .ok()
+                    .map(|url| (addr.clone(), url))
+            })
+            .collect();
+        Self {
+            urls,
+            next: 0,
+            config,
+            consumer,
+            client: None,
+            querying: false,
+            query_again: false,
+        }
+    }
+
+    fn query(&mut self, ctx: &mut Context<Self>) {
+        if self.urls.is_empty() {
+            return;
+        }
+        if self.querying {
+            self.query_again = true;
+            return;
+        }
+        self.querying = true;
+        let client = self
+            .client
+            .get_or_insert_with(|| http_client(self.config.poll_timeout))
+            .clone();
+        let start = self.next;
+        self.next = (self.next + TRIES.min(self.urls.len())) % self.urls.len();
+        let tries: Vec<(String, String)> = (0..TRIES.min(self.urls.len()).max(1))
+            .map(|i| self.urls[(start + i) % self.urls.len()].clone())
+            .collect();
+        let bearer = self
+            .config
+            .authorization
+            .as_ref()
+            .map(|s| format!("Bearer {}", s.expose()));
+        let timeout = self.config.poll_timeout;
+        let fut = async move {
+            let mut last = None;
+            for (lookupd, url) in tries {
+                match lookup(&client, &url, bearer.as_deref(), timeout).await {
+                    Ok(nsqd) => return Discovered::Producers { lookupd, nsqd },
+                    Err(error) => {
+                        tracing::warn!(lookupd = %lookupd, %error, "nsqlookupd query failed");
+                        last = Some(Discovered::Failed { lookupd, error });
+                    }
+                }
+            }
+            last.unwrap_or(Discovered::Failed {
+                lookupd: String::new(),
+                error: Error::NotConnected,
+            })
+        };
+        ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
+            act.querying = false;
+            act.consumer.do_send(found);
+            if std::mem::take(&mut act.query_again) {
+                act.query(ctx);
+            }
+        }));
+    }
+}
+
+/// One lookup: the `host:port` of every nsqd listed, de-duplicated; an empty list for `404
+/// TOPIC_NOT_FOUND`.
+async fn lookup(
+    client: &awc::Client,
+    url: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<String>, Error> {
+    let mut request = client
+        .get(url)
+        .insert_header(("Accept", ACCEPT_V1))
+        .timeout(timeout);
+    if let Some(bearer) = bearer {
+        request = request.insert_header(("Authorization", bearer));
+    }
+    let mut response = request.send().await.map_err(|e| Error::Http {
+        status: 0,
+        message: e.to_string(),
+    })?;
+    let status = response.status().as_u16();
+    let v1 = response
+        .headers()
+        .get("X-NSQ-Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == CONTENT_TYPE_V1);
+    let body = response
+        .body()
+        .limit(4 * 1024 * 1024)
+        .await
+        .map_err(|e| Error::Http {
+            status,
+            message: e.to_string(),
+        })?;
+    if status == 404 && error_message(&body) == "TOPIC_NOT_FOUND" {
+        return Ok(Vec::new());
+    }
+    if status != 200 {
+        return Err(Error::Http {
+            status,
+            message: error_message(&body),
+        });
+    }
+    let answer: LookupResponse = match decode(&body, v1) {
+        Ok(answer) => answer,
+        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Vec::new()),
+        Err((status, message)) => return Err(Error::Http { status, message }),
+    };
+    let mut nsqd: Vec<String> = answer
+        .producers
+        .iter()
+        .filter_map(ProducerInfo::tcp_address)
+        .collect();
+    nsqd.sort();
+    nsqd.dedup();
+    Ok(nsqd)
+}
+
+/// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, rustls with the webpki roots
+/// for `https://` addresses.
+pub(crate) fn http_client(timeout: Duration) -> awc::Client {
+    let mut connector = awc::Connector::new().timeout(timeout);
+    if let Ok(tls) = crate::transport::default_http_tls() {
+        connector = connector.rustls_0_23(tls);
+    }
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(timeout)
+        .finish()
+}
+
+impl Actor for LookupdDiscoverer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.query(ctx);
+        let interval = self.config.poll_interval;
+        let jitter = interval.mul_f64(self.config.poll_jitter * rand::rng().random::<f64>());
+        // The ticker starts after the jitter, not before (go-nsq#114: jitter had no effect).
+        ctx.run_later(jitter, move |act, ctx| {
+            act.query(ctx);
+            ctx.run_interval(interval, |act, ctx| act.query(ctx));
+        });
+    }
+}
+
+impl Handler<Requery> for LookupdDiscoverer {
+    type Result = ();
+
+    fn handle(&mut self, _: Requery, ctx: &mut Context<Self>) {
+        self.query(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_urls_like_go_nsq() {
+        let t = Topic::new("events").unwrap();
+        let cases = [
+            (
+                "127.0.0.1:4161",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "http://127.0.0.1:4161",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "http://127.0.0.1:4161/",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "https://lookupd:4161/custom",
+                "https://lookupd:4161/custom?topic=events",
+            ),
+            (
+                "http://h:1/lookup?x=1",
+                "http://h:1/lookup?x=1&topic=events",
+            ),
+        ];
+        for (addr, url) in cases {
+            assert_eq!(lookup_url(addr, &t).unwrap(), url);
+        }
+        let eph = Topic::new("t#ephemeral").unwrap();
+        assert_eq!(
+            lookup_url("h:1", &eph).unwrap(),
+            "http://h:1/lookup?topic=t%23ephemeral"
+        );
+        for bad in ["ftp://h:1", "http://h", "h", "http://:1", ""] {
+            assert!(lookup_url(bad, &t).is_err(), "{bad}");
+        }
+    }
+}
