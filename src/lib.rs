@@ -16,6 +16,8 @@
 mod delivery;
 mod error;
 pub mod protocol;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
