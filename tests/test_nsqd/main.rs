@@ -1,0 +1,8 @@
+//! The in-process test nsqd against raw protocol clients: nsqd's own protocol tests, ported,
+//! plus recording and fault injection.
+
+#![allow(clippy::unwrap_used)]
+
+mod faults;
+mod protocol;
+mod raw;
