@@ -114,52 +114,6 @@ fn client_info_tracks_the_protocol() {
 }
 
 #[test]
-fn ephemeral_channels_and_topics_go_with_their_last_client() {
-    let nsqd = TestNsqd::start().unwrap();
-    let a = consumer(nsqd.addr(), "durable", "tmp#ephemeral", 0);
-    let b = consumer(nsqd.addr(), "gone#ephemeral", "tmp#ephemeral", 0);
-    let c = consumer(nsqd.addr(), "durable", "tmp#ephemeral", 0);
-    assert_eq!(nsqd.channels("durable"), ["tmp#ephemeral"]);
-    drop(a);
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        nsqd.channels("durable"),
-        ["tmp#ephemeral"],
-        "one client is left"
-    );
-    drop((b, c));
-    assert!(nsqd.wait_until(PATIENCE, |n| n.topics() == ["durable"]
-        && n.channels("durable").is_empty()));
-}
-
-#[test]
-fn administration_mirrors_nsqd_http() {
-    let nsqd = TestNsqd::start().unwrap();
-    nsqd.create_topic("admin").unwrap();
-    nsqd.create_channel("admin", "ch").unwrap();
-    assert!(nsqd.create_topic("bad name").is_err());
-    assert!(nsqd.publish("admin", "").is_err());
-    nsqd.publish_deferred("admin", "later", Duration::from_secs(60))
-        .unwrap();
-    nsqd.publish("admin", "now").unwrap();
-    assert_eq!(
-        (nsqd.depth("admin", "ch"), nsqd.deferred("admin", "ch")),
-        (1, 1)
-    );
-    assert!(nsqd.empty_channel("admin", "ch"));
-    assert_eq!(
-        (nsqd.depth("admin", "ch"), nsqd.deferred("admin", "ch")),
-        (0, 0)
-    );
-    let mut c = consumer(nsqd.addr(), "admin", "ch", 1);
-    assert!(nsqd.delete_channel("admin", "ch"));
-    c.expect_closed();
-    assert!(!nsqd.delete_channel("admin", "ch"));
-    assert!(nsqd.delete_topic("admin"));
-    assert!(nsqd.topics().is_empty());
-}
-
-#[test]
 fn close_all_connections_leaves_messages_in_flight_until_they_time_out() {
     let nsqd = TestNsqd::builder()
         .msg_timeout(Duration::from_millis(300))
@@ -303,8 +257,8 @@ fn a_lying_server_sends_what_it_is_told() {
     assert!(!nsqd.send_raw(id, &b"x"[..]));
 }
 
-/// The handle works from inside an async runtime (tokio here; actix runs on tokio too).
-#[tokio::test]
+/// The handle works from inside an actix System (the runtime our actors run on).
+#[actix_rt::test]
 async fn usable_from_async_tests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

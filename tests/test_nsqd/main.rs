@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod delivery;
 mod faults;
 mod protocol;
 mod raw;

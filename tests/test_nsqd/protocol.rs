@@ -9,7 +9,7 @@ use actix_nsq::{
 };
 use serde_json::json;
 
-use crate::raw::{code, consumer, Got, Raw, PATIENCE};
+use crate::raw::{code, consumer, json_of, Got, Raw, PATIENCE};
 
 #[test]
 fn basic_v2() {
@@ -26,65 +26,6 @@ fn basic_v2() {
     c.fin(msg.id);
     assert!(nsqd.wait_until(PATIENCE, |n| n.finished_count("test_v2", "ch") == 1));
     assert_eq!(nsqd.in_flight("test_v2", "ch"), 0);
-}
-
-#[test]
-fn multiple_consumer_v2_every_channel_gets_a_copy() {
-    let nsqd = TestNsqd::start().unwrap();
-    nsqd.create_channel("multi", "ch1").unwrap();
-    nsqd.create_channel("multi", "ch2").unwrap();
-    let id = nsqd.publish("multi", "test body").unwrap();
-    for channel in ["ch1", "ch2"] {
-        let msg = consumer(nsqd.addr(), "multi", channel, 1).message();
-        assert_eq!(
-            (msg.id, &msg.body[..], msg.attempts),
-            (id, &b"test body"[..], 1)
-        );
-    }
-}
-
-#[test]
-fn consumers_of_one_channel_share_its_messages() {
-    let nsqd = TestNsqd::start().unwrap();
-    let mut a = consumer(nsqd.addr(), "shared", "ch", 1);
-    let mut b = consumer(nsqd.addr(), "shared", "ch", 1);
-    nsqd.publish("shared", "one").unwrap();
-    nsqd.publish("shared", "two").unwrap();
-    let (ma, mb) = (a.message(), b.message());
-    assert_ne!(ma.id, mb.id);
-    a.expect_quiet(Duration::from_millis(100));
-    b.expect_quiet(Duration::from_millis(100));
-}
-
-#[test]
-fn a_topic_without_channels_holds_its_messages() {
-    let nsqd = TestNsqd::start().unwrap();
-    for body in ["1", "2", "3"] {
-        nsqd.publish("held", body).unwrap();
-    }
-    assert_eq!(nsqd.topic_depth("held"), 3);
-    let mut c = consumer(nsqd.addr(), "held", "late", 3);
-    let bodies: Vec<_> = (0..3).map(|_| c.message().body).collect();
-    assert_eq!(bodies, ["1", "2", "3"]);
-    assert_eq!(nsqd.topic_depth("held"), 0);
-}
-
-#[test]
-fn rdy_is_a_window_not_a_counter() {
-    let nsqd = TestNsqd::start().unwrap();
-    let mut c = consumer(nsqd.addr(), "window", "ch", 2);
-    for i in 0..5 {
-        nsqd.publish("window", format!("m{i}")).unwrap();
-    }
-    let (first, _second) = (c.message(), c.message());
-    c.expect_quiet(Duration::from_millis(150));
-    assert_eq!(
-        (nsqd.in_flight("window", "ch"), nsqd.depth("window", "ch")),
-        (2, 3)
-    );
-    c.fin(first.id);
-    assert_eq!(c.message().body, "m2");
-    assert_eq!(nsqd.clients()[0].in_flight, 2);
 }
 
 #[test]
@@ -160,38 +101,6 @@ fn max_heartbeat_interval_valid_and_invalid() {
         other => panic!("{other:?}"),
     }
     bad.expect_closed();
-}
-
-#[test]
-fn pausing_a_channel_stops_delivery() {
-    let nsqd = TestNsqd::start().unwrap();
-    let mut c = consumer(nsqd.addr(), "pause", "ch", 1);
-    nsqd.publish("pause", "test body").unwrap();
-    let msg = c.message();
-    c.fin(msg.id);
-    c.rdy(1);
-    assert!(nsqd.pause_channel("pause", "ch"));
-    nsqd.publish("pause", "test body2").unwrap();
-    c.expect_quiet(Duration::from_millis(150));
-    assert_eq!(nsqd.depth("pause", "ch"), 1);
-    assert!(nsqd.channel_stats("pause", "ch").unwrap().paused);
-    assert!(nsqd.unpause_channel("pause", "ch"));
-    assert_eq!(c.message().body, "test body2");
-}
-
-#[test]
-fn pausing_a_topic_holds_messages_for_its_channels() {
-    let nsqd = TestNsqd::start().unwrap();
-    let mut c = consumer(nsqd.addr(), "tpause", "ch", 1);
-    assert!(nsqd.pause_topic("tpause"));
-    nsqd.publish("tpause", "held").unwrap();
-    c.expect_quiet(Duration::from_millis(100));
-    assert_eq!(
-        (nsqd.topic_depth("tpause"), nsqd.depth("tpause", "ch")),
-        (1, 0)
-    );
-    assert!(nsqd.unpause_topic("tpause"));
-    assert_eq!(c.message().body, "held");
 }
 
 #[test]
@@ -356,12 +265,7 @@ fn output_buffering_validity() {
         .start()
         .unwrap();
     let mut c = Raw::connect(nsqd.addr());
-    let reply = |f: Frame| match f {
-        Frame::Response(Response::Data(d)) => {
-            serde_json::from_slice::<serde_json::Value>(&d).unwrap()
-        }
-        other => panic!("{other:?}"),
-    };
+    let reply = json_of;
     let r = reply(
         c.identify_with(json!({"output_buffer_size": 524288, "output_buffer_timeout": 1000})),
     );
@@ -605,26 +509,6 @@ fn bad_magic_is_refused() {
     let mut c = Raw::connect_without_magic(nsqd.addr());
     c.send_bytes(b"  V1");
     assert_eq!(c.fatal(), "E_BAD_PROTOCOL");
-}
-
-#[test]
-fn publishes_are_answered_in_order() {
-    let nsqd = TestNsqd::start().unwrap();
-    let mut c = Raw::connect(nsqd.addr());
-    c.publish("order", b"1");
-    c.send_line(
-        "MPUB order",
-        Some(&[0, 0, 0, 2, 0, 0, 0, 1, b'2', 0, 0, 0, 1, b'3']),
-    );
-    c.send_line("DPUB order 0", Some(b"4"));
-    c.send(&Command::Nop);
-    c.publish("order", b"5");
-    for _ in 0..4 {
-        c.expect_ok();
-    }
-    let mut consumer = consumer(nsqd.addr(), "order", "ch", 10);
-    let bodies: Vec<_> = (0..5).map(|_| consumer.message().body).collect();
-    assert_eq!(bodies, ["1", "2", "3", "4", "5"]);
 }
 
 #[test]

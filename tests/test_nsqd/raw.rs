@@ -137,10 +137,7 @@ impl Raw {
     }
 
     pub(crate) fn data(&mut self) -> Value {
-        match self.next() {
-            Frame::Response(Response::Data(data)) => serde_json::from_slice(&data).unwrap(),
-            other => panic!("expected a JSON response, got {other:?}"),
-        }
+        json_of(self.next())
     }
 
     /// Reads (skipping heartbeats) until the server closes the connection.
@@ -181,10 +178,7 @@ impl Raw {
 
     /// IDENTIFY with defaults; returns the negotiated JSON.
     pub(crate) fn identify(&mut self) -> Value {
-        match self.identify_with(json!({})) {
-            Frame::Response(Response::Data(data)) => serde_json::from_slice(&data).unwrap(),
-            other => panic!("IDENTIFY failed: {other:?}"),
-        }
+        json_of(self.identify_with(json!({})))
     }
 
     pub(crate) fn sub(&mut self, topic: &str, channel: &str) {
@@ -216,6 +210,14 @@ pub(crate) fn consumer(addr: SocketAddr, topic: &str, channel: &str, rdy: u32) -
         raw.rdy(rdy);
     }
     raw
+}
+
+/// The JSON of a response frame.
+pub(crate) fn json_of(frame: Frame) -> Value {
+    match frame {
+        Frame::Response(Response::Data(data)) => serde_json::from_slice(&data).unwrap(),
+        other => panic!("expected a JSON response, got {other:?}"),
+    }
 }
 
 /// The code of an error text.
