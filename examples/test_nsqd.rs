@@ -87,6 +87,9 @@ struct Args {
     /// Require AUTH with this secret before SUB and publishing.
     #[arg(long, env = "TEST_NSQD_AUTH_SECRET")]
     auth_secret: Option<String>,
+    /// Record every command clients send (memory grows with traffic).
+    #[arg(long)]
+    record_commands: bool,
     /// How often timed-out and deferred messages are looked for.
     #[arg(long, default_value = "100ms", value_parser = go_duration)]
     queue_scan_interval: Duration,
@@ -112,7 +115,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_heartbeat_interval(args.max_heartbeat_interval)
         .client_timeout(args.client_timeout)
         .max_channel_consumers(args.max_channel_consumers)
-        .queue_scan_interval(args.queue_scan_interval);
+        .queue_scan_interval(args.queue_scan_interval)
+        .record_commands(args.record_commands);
     if let Some(secret) = args.auth_secret {
         builder = builder.auth_secret(secret);
     }

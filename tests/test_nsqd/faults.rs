@@ -85,6 +85,18 @@ fn records_every_command_in_order() {
     assert!(!nsqd.wait_for_commands(Duration::from_millis(50), |cmds| cmds.len() > 5));
     nsqd.clear_commands();
     assert!(nsqd.commands().is_empty());
+
+    let quiet = TestNsqd::builder().record_commands(false).start().unwrap();
+    let mut c = Raw::connect(quiet.addr());
+    c.publish("t", b"x");
+    c.expect_ok();
+    assert!(quiet.commands().is_empty());
+}
+
+#[test]
+fn the_handle_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<TestNsqd>();
 }
 
 #[test]

@@ -45,6 +45,7 @@ pub(crate) struct Options {
     pub(crate) deflate: bool,
     pub(crate) max_deflate_level: i64,
     pub(crate) queue_scan_interval: Duration,
+    pub(crate) record_commands: bool,
 }
 
 impl Options {
@@ -123,6 +124,7 @@ impl TestNsqdBuilder {
                 deflate: true,
                 max_deflate_level: Self::DEFAULT_MAX_DEFLATE_LEVEL,
                 queue_scan_interval: Self::DEFAULT_QUEUE_SCAN_INTERVAL,
+                record_commands: true,
             },
         }
     }
@@ -280,6 +282,13 @@ impl TestNsqdBuilder {
         self
     }
 
+    /// Whether to record every command for [`TestNsqd::commands`] (on by default). A
+    /// long-running server can turn it off to keep its memory flat.
+    pub fn record_commands(mut self, record: bool) -> Self {
+        self.opts.record_commands = record;
+        self
+    }
+
     /// Starts the server on its own thread.
     ///
     /// # Errors
@@ -365,6 +374,7 @@ impl fmt::Debug for TestNsqdBuilder {
             .field("snappy", &o.snappy)
             .field("deflate", &o.deflate)
             .field("queue_scan_interval", &o.queue_scan_interval)
+            .field("record_commands", &o.record_commands)
             .finish_non_exhaustive()
     }
 }

@@ -90,7 +90,9 @@ impl Shared {
 
     pub(crate) fn record(&self, command: RecordedCommand) {
         tracing::trace!(client = %command.client, line = %command.line, "command");
-        self.recorder().push(command);
+        if self.opts.record_commands {
+            self.recorder().push(command);
+        }
     }
 
     /// Freezes (or thaws) every connection that exists now.
