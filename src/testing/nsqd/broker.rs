@@ -230,14 +230,14 @@ impl Broker {
     ) -> Result<(), NotInFlight> {
         let max_msg_timeout = self.limits.max_msg_timeout;
         let result = self.with_channel_of(id, |ch, clients| {
-            let client = clients
+            let msg_timeout = clients
                 .get(&id)
                 .map(|c| c.info.msg_timeout)
                 .unwrap_or_default();
             let result = match answer {
                 Answer::Finish => ch.finish(id, msg_id),
                 Answer::Requeue(delay) => ch.requeue(id, msg_id, delay, now),
-                Answer::Touch => ch.touch(id, msg_id, now, client, max_msg_timeout),
+                Answer::Touch => ch.touch(id, msg_id, now, msg_timeout, max_msg_timeout),
             };
             if result.is_ok() && answer != Answer::Touch {
                 if let Some(c) = clients.get_mut(&id) {
