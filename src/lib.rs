@@ -16,9 +16,16 @@
 mod delivery;
 mod error;
 pub mod protocol;
+// The coordinator and connection actors that use these come later.
+#[allow(dead_code)]
+mod rdy;
+#[allow(dead_code)]
+mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};
+pub use rdy::{BackoffStrategy, FlowControl};
+pub use retry::ReconnectPolicy;

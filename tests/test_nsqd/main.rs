@@ -1,8 +1,6 @@
 //! The in-process test nsqd against raw protocol clients: nsqd's own protocol tests, ported,
 //! plus recording and fault injection.
 
-#![allow(clippy::unwrap_used)]
-
 mod delivery;
 mod faults;
 mod protocol;

@@ -266,7 +266,6 @@ impl Conn {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testing::TestNsqd;

@@ -301,7 +301,6 @@ impl TestNsqdBuilder {
     }
 
     #[cfg(test)]
-    #[allow(clippy::unwrap_used)]
     pub(crate) fn into_options(self) -> Options {
         self.validated().unwrap()
     }

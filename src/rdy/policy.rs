@@ -1,0 +1,480 @@
+//! RDY distribution over a consumer's connections: go-nsq's even split (`consumer.go:287-291`,
+//! `updateRDY` `939-980`) and redistribution (`redistributeRDY` `1004-1067`), reworked so that
+//! the in-flight total never exceeds `max_in_flight` and every nsqd gets RDY quickly.
+//!
+//! Every event recomputes the wanted RDY per connection ("targets") and moves towards them in
+//! three passes: lower first (so the budget is never overdrawn, as go-nsq lowers the existing
+//! connections before a new one takes its share), then close windows that would let the
+//! in-flight total exceed the capacity, then raise within what is left, longest-waiting
+//! connection first.
+//!
+//! Budget rule: a connection occupies `max(rdy, in_flight)` slots. A connection whose RDY was
+//! taken back but still has messages in flight keeps occupying them, so the freed RDY is only
+//! handed on once those messages are done. Whenever a window is open (`in_flight < rdy`), the
+//! occupancy over all connections is at most the capacity, so nsqd can never push the
+//! in-flight total past `max_in_flight`.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+
+use super::{
+    backoff::{BackoffChange, BackoffSignal, BackoffState},
+    config::FlowControl,
+    split::even_split,
+};
+
+/// Identifies one nsqd connection for the lifetime of that connection. The actor hands out
+/// fresh, increasing ids: the order of ids is the order in which the remainder of an uneven
+/// split is given out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ConnId(pub(crate) u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// How a handler answered a message; drives the backoff state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// FIN (including an automatic FIN after too many attempts): one backoff level down.
+    Finished,
+    /// REQ; `backoff: true` (a handler failure) raises the backoff level, `false` keeps it
+    /// but restarts a running backoff window.
+    Requeued {
+        /// Whether the requeue should slow the consumer down.
+        backoff: bool,
+    },
+}
+
+impl Outcome {
+    fn signal(self) -> BackoffSignal {
+        match self {
+            Outcome::Finished => BackoffSignal::Resume,
+            Outcome::Requeued { backoff: true } => BackoffSignal::Backoff,
+            Outcome::Requeued { backoff: false } => BackoffSignal::Continue,
+        }
+    }
+}
+
+/// What the actor must do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RdyAction {
+    /// Write `RDY count` on the connection. Never a duplicate of the last count sent.
+    SendRdy {
+        /// The connection.
+        conn: ConnId,
+        /// The new RDY count, at most that nsqd's `max_rdy_count`.
+        count: u32,
+    },
+    /// Call [`RdyPolicy::backoff_timer_fired`] after this long. At most one timer is
+    /// outstanding at a time; nothing ever needs cancelling.
+    StartBackoffTimer(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    max_rdy: u32,
+    /// The last count sent (0 before any: nsqd starts a subscriber at RDY 0).
+    rdy: u32,
+    in_flight: u32,
+    /// Place in the round-robin queue: smaller waited longer. Renewed whenever RDY drops to 0.
+    ticket: u64,
+    /// When RDY last went from 0 to more.
+    granted_at: Instant,
+    /// The latest of: RDY granted, a message received, a message done.
+    last_activity: Instant,
+}
+
+impl Conn {
+    fn occupancy(&self) -> u64 {
+        u64::from(self.rdy.max(self.in_flight))
+    }
+
+    fn window_open(&self) -> bool {
+        self.in_flight < self.rdy
+    }
+
+    /// Waiting for a low-RDY slot and able to use one right away.
+    fn can_take_slot(&self) -> bool {
+        self.rdy == 0 && self.in_flight == 0 && self.max_rdy > 0
+    }
+}
+
+/// The consumer's flow-control policy: owns `max_in_flight`, the per-connection RDY and
+/// in-flight counts, and the backoff state. Pure: time comes in as `now`, randomness as `rng`.
+///
+/// Contract with the actor: every `message_received` is matched by one `message_done` or by
+/// the connection's `disconnected`; `message_done` is called *before* the FIN/REQ is written
+/// and its `SendRdy` actions are written first (nsq#404: otherwise nsqd can push a message
+/// into the slot the FIN frees after backoff has begun).
+#[derive(Debug)]
+pub(crate) struct RdyPolicy {
+    max_in_flight: u32,
+    redistribute_interval: Duration,
+    idle_timeout: Duration,
+    held_timeout: Duration,
+    backoff: BackoffState,
+    conns: BTreeMap<ConnId, Conn>,
+    next_ticket: u64,
+}
+
+impl RdyPolicy {
+    /// A policy with no connections. `flow` should have passed [`FlowControl::validate`].
+    pub(crate) fn new(flow: &FlowControl) -> Self {
+        Self {
+            max_in_flight: flow.max_in_flight,
+            redistribute_interval: flow.rdy_redistribute_interval,
+            idle_timeout: flow.low_rdy_idle_timeout,
+            held_timeout: flow.low_rdy_timeout,
+            backoff: BackoffState::new(
+                flow.backoff_strategy,
+                flow.backoff_multiplier,
+                flow.max_backoff_duration,
+            ),
+            conns: BTreeMap::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// A connection finished SUB and is at RDY 0. It joins the back of the round-robin
+    /// queue; in normal mode the others are lowered first and it takes what fits.
+    pub(crate) fn connected(
+        &mut self,
+        conn: ConnId,
+        max_rdy_count: u32,
+        now: Instant,
+    ) -> Vec<RdyAction> {
+        let ticket = self.take_ticket();
+        let state = Conn {
+            max_rdy: max_rdy_count,
+            rdy: 0,
+            in_flight: 0,
+            ticket,
+            granted_at: now,
+            last_activity: now,
+        };
+        if self.conns.insert(conn, state).is_some() {
+            tracing::warn!(%conn, "connection id reused; its previous state was dropped");
+        }
+        self.rebalanced(now)
+    }
+
+    /// A connection is gone, with its RDY and its in-flight messages (nsqd times those out).
+    /// Its share goes to the others; if it held the single test RDY of a backoff, another
+    /// connection gets it (go-nsq PR #106/#127).
+    pub(crate) fn disconnected(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+        if self.conns.remove(&conn).is_none() {
+            return Vec::new();
+        }
+        self.rebalanced(now)
+    }
+
+    /// Changes `max_in_flight` at once: 0 pauses (RDY 0 everywhere), any other value resumes.
+    pub(crate) fn set_max_in_flight(&mut self, max_in_flight: u32, now: Instant) -> Vec<RdyAction> {
+        self.max_in_flight = max_in_flight;
+        self.rebalanced(now)
+    }
+
+    /// A message arrived on `conn`.
+    pub(crate) fn message_received(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Vec::new();
+        };
+        c.in_flight = c.in_flight.saturating_add(1);
+        c.last_activity = now;
+        if c.in_flight <= c.rdy {
+            // Inside the window: the occupancy is unchanged, so is every decision.
+            return Vec::new();
+        }
+        // nsqd sent it before reading a lower RDY: the slot it takes must come from elsewhere.
+        self.rebalanced(now)
+    }
+
+    /// A message of `conn` was answered. Call it before writing the FIN/REQ, and write the
+    /// returned `SendRdy`s first.
+    pub(crate) fn message_done(
+        &mut self,
+        conn: ConnId,
+        outcome: Outcome,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<RdyAction> {
+        let mut slot_freed = false;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.in_flight == 0 {
+                tracing::warn!(%conn, "message done without a message in flight");
+            } else {
+                slot_freed = c.in_flight > c.rdy;
+                c.in_flight -= 1;
+            }
+            c.last_activity = now;
+        }
+        // Outcomes count even if the connection is gone: they say how the handler fares.
+        let change = self.backoff.signal(outcome.signal(), rng);
+        let mut out = Vec::new();
+        match change {
+            BackoffChange::Unchanged => {
+                if slot_freed || self.occupancy() > u64::from(self.capacity()) {
+                    self.rebalance(now, &mut out);
+                }
+            }
+            BackoffChange::Started(pause) => {
+                tracing::warn!(
+                    level = self.backoff.level(),
+                    ?pause,
+                    "backing off, RDY 0 everywhere"
+                );
+                self.rebalance(now, &mut out);
+                out.push(RdyAction::StartBackoffTimer(pause));
+            }
+            BackoffChange::Ended => {
+                tracing::info!("backoff ended, back to full RDY");
+                self.rebalance(now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The backoff timer fired: one connection gets RDY 1 to test the waters (or will, as
+    /// soon as a connection exists, `max_in_flight` is above 0 and nothing is in flight).
+    /// A spurious call, with no timer outstanding, does nothing.
+    pub(crate) fn backoff_timer_fired(&mut self, now: Instant) -> Vec<RdyAction> {
+        if !self.backoff.timer_fired() {
+            return Vec::new();
+        }
+        tracing::debug!(
+            level = self.backoff.level(),
+            "backoff pause over, testing the waters"
+        );
+        self.rebalanced(now)
+    }
+
+    /// Periodic redistribution in low-RDY mode: connections idle or holding RDY too long give
+    /// it to those that waited longest. Harmless (a no-op) in any other mode.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<RdyAction> {
+        self.rebalanced(now)
+    }
+
+    /// How often [`tick`](Self::tick) should be called now: `Some` while connections
+    /// outnumber the slots (low-RDY mode, including the single test RDY of a backoff),
+    /// `None` when nothing depends on time. Ticking at this interval all the time is fine.
+    pub(crate) fn tick_interval(&self) -> Option<Duration> {
+        let slots = usize::try_from(self.capacity()).unwrap_or(usize::MAX);
+        (slots > 0 && self.conns.len() > slots).then_some(self.redistribute_interval)
+    }
+
+    /// The RDY counts as last sent, summed.
+    pub(crate) fn total_rdy(&self) -> u64 {
+        self.conns.values().map(|c| u64::from(c.rdy)).sum()
+    }
+
+    /// The RDY last sent on `conn`; 0 for an unknown connection.
+    pub(crate) fn rdy(&self, conn: ConnId) -> u32 {
+        self.conns.get(&conn).map_or(0, |c| c.rdy)
+    }
+
+    /// Messages of `conn` not yet answered; 0 for an unknown connection.
+    pub(crate) fn in_flight(&self, conn: ConnId) -> u32 {
+        self.conns.get(&conn).map_or(0, |c| c.in_flight)
+    }
+
+    /// True if any connection is at 85 % of its RDY or more (go-nsq `IsStarved`,
+    /// `consumer.go:295-304`): the handlers, not nsqd, are the bottleneck.
+    pub(crate) fn is_starved(&self) -> bool {
+        self.conns.values().any(|c| {
+            let threshold = u64::from(c.rdy) * 85 / 100;
+            c.in_flight > 0 && u64::from(c.in_flight) >= threshold
+        })
+    }
+
+    /// True while the backoff level is above 0.
+    pub(crate) fn in_backoff(&self) -> bool {
+        self.backoff.in_backoff()
+    }
+
+    /// True while a backoff pause runs and every connection is held at RDY 0.
+    pub(crate) fn backoff_timer_running(&self) -> bool {
+        self.backoff.timer_running()
+    }
+
+    /// The backoff level; 0 when not backing off.
+    pub(crate) fn backoff_level(&self) -> u32 {
+        self.backoff.level()
+    }
+
+    /// The current `max_in_flight`.
+    pub(crate) fn max_in_flight(&self) -> u32 {
+        self.max_in_flight
+    }
+
+    /// How many messages may be in flight right now: 0 when paused or during a backoff pause,
+    /// 1 while backoff tests the waters, otherwise `max_in_flight`.
+    fn capacity(&self) -> u32 {
+        if self.backoff.timer_running() {
+            0
+        } else if self.backoff.in_backoff() {
+            self.max_in_flight.min(1)
+        } else {
+            self.max_in_flight
+        }
+    }
+
+    fn occupancy(&self) -> u64 {
+        self.conns.values().map(Conn::occupancy).sum()
+    }
+
+    fn take_ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn rebalanced(&mut self, now: Instant) -> Vec<RdyAction> {
+        let mut out = Vec::new();
+        self.rebalance(now, &mut out);
+        out
+    }
+
+    fn rebalance(&mut self, now: Instant, out: &mut Vec<RdyAction>) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let capacity = self.capacity();
+        let targets = self.targets(capacity, now);
+        let mut queue: Vec<(u64, ConnId)> =
+            self.conns.iter().map(|(id, c)| (c.ticket, *id)).collect();
+        queue.sort_unstable();
+
+        // Lower in queue order, so connections released together keep their relative order.
+        for &(_, id) in &queue {
+            let target = targets.get(&id).copied().unwrap_or(0);
+            if self.conns.get(&id).is_some_and(|c| c.rdy > target) {
+                self.set_rdy(id, target, now, out);
+            }
+        }
+
+        // Messages in flight beyond their connection's RDY (after max_in_flight was lowered,
+        // or a backoff began) may leave no room: shrink open windows, newest first, so nsqd
+        // cannot push the in-flight total over the capacity meanwhile.
+        let mut excess = self.occupancy().saturating_sub(u64::from(capacity));
+        for &(_, id) in queue.iter().rev() {
+            if excess == 0 {
+                break;
+            }
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            if c.window_open() {
+                let cut = (c.rdy - c.in_flight).min(u32::try_from(excess).unwrap_or(u32::MAX));
+                excess -= u64::from(cut);
+                let count = c.rdy - cut;
+                self.set_rdy(id, count, now, out);
+            }
+        }
+
+        // Raise, longest-waiting first, within the capacity left by everyone else.
+        let mut occupied = self.occupancy();
+        for &(_, id) in &queue {
+            let target = targets.get(&id).copied().unwrap_or(0);
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            if c.rdy >= target {
+                continue;
+            }
+            let own = c.occupancy();
+            let room = u64::from(capacity).saturating_sub(occupied - own);
+            let count = target.min(u32::try_from(room).unwrap_or(u32::MAX));
+            if count > c.rdy {
+                occupied = occupied - own + u64::from(count.max(c.in_flight));
+                self.set_rdy(id, count, now, out);
+            }
+        }
+    }
+
+    fn set_rdy(&mut self, id: ConnId, count: u32, now: Instant, out: &mut Vec<RdyAction>) {
+        let ticket = self.next_ticket + 1;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.rdy == count {
+            return;
+        }
+        if count == 0 {
+            c.ticket = ticket;
+            self.next_ticket = ticket;
+        } else if c.rdy == 0 {
+            c.granted_at = now;
+            c.last_activity = now;
+        }
+        tracing::debug!(conn = %id, rdy = count, previous = c.rdy, in_flight = c.in_flight, "RDY");
+        c.rdy = count;
+        out.push(RdyAction::SendRdy { conn: id, count });
+    }
+
+    /// The RDY each connection should have with `capacity` slots.
+    fn targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
+        if capacity == 0 {
+            return BTreeMap::new();
+        }
+        if self.conns.len() <= usize::try_from(capacity).unwrap_or(usize::MAX) {
+            let caps: Vec<(ConnId, u32)> =
+                self.conns.iter().map(|(id, c)| (*id, c.max_rdy)).collect();
+            return even_split(capacity, &caps);
+        }
+        self.rotation_targets(capacity, now)
+    }
+
+    /// Low-RDY mode (more connections than slots): at most one RDY per connection, rotating.
+    /// A holder gives its slot back when idle for `low_rdy_idle_timeout` or after holding it
+    /// `low_rdy_timeout`, but only if a waiting connection can use it; free slots go to the
+    /// connections that waited longest (go-nsq picks at random: an nsqd could wait forever).
+    fn rotation_targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
+        let slots = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let mut waiting: Vec<(u64, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.can_take_slot())
+            .map(|(id, c)| (c.ticket, *id))
+            .collect();
+        waiting.sort_unstable();
+        let holders: Vec<(&ConnId, &Conn)> = self.conns.iter().filter(|(_, c)| c.rdy > 0).collect();
+
+        let free_now = slots.saturating_sub(holders.len());
+        let wanted = waiting.len().saturating_sub(free_now);
+        let mut expired: Vec<(Instant, u64, ConnId)> = holders
+            .iter()
+            .filter(|(_, c)| self.should_give_up_slot(c, now))
+            .map(|(id, c)| (c.granted_at, c.ticket, **id))
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(wanted);
+
+        // Holders beyond the slots (max_in_flight lowered, or a new connection ended normal
+        // mode) keep the most recent grants; the longest holders give way.
+        let mut keep: Vec<(Instant, u64, ConnId)> = holders
+            .iter()
+            .filter(|(id, _)| !expired.iter().any(|(_, _, e)| e == *id))
+            .map(|(id, c)| (c.granted_at, c.ticket, **id))
+            .collect();
+        keep.sort_unstable_by(|a, b| b.cmp(a));
+        keep.truncate(slots);
+
+        let free = slots - keep.len();
+        let kept = keep.iter().map(|(_, _, id)| *id);
+        let granted = waiting.iter().take(free).map(|(_, id)| *id);
+        kept.chain(granted).map(|id| (id, 1)).collect()
+    }
+
+    fn should_give_up_slot(&self, c: &Conn, now: Instant) -> bool {
+        let idle = now.saturating_duration_since(c.last_activity);
+        let held = now.saturating_duration_since(c.granted_at);
+        (c.window_open() && idle >= self.idle_timeout) || held >= self.held_timeout
+    }
+}
