@@ -23,6 +23,8 @@ mod producer;
 pub mod protocol;
 mod rdy;
 mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};

@@ -1,0 +1,20 @@
+//! Test servers for exercising NSQ clients without a real nsqd (feature `testing`).
+//!
+//! [`MockDelivery`] hands one message to a handler with no server and records how it was
+//! answered, for unit tests of handlers.
+//!
+//! [`TestNsqd`] is an in-process nsqd: it speaks the TCP protocol exactly as nsqd v1.3 does
+//! (frames, `E_*` errors and their texts, which errors close the connection, the client state
+//! machine, RDY windows, timeouts, deferred messages), records every command clients send,
+//! and injects faults on demand (closed and half-open connections, slow frames, refused
+//! connections, graceful stop, kill, restart on the same port, lying frames).
+
+mod mock;
+mod nsqd;
+
+pub use mock::{Answer, HandlerOutcome, MockDelivery};
+
+pub use nsqd::{
+    ChannelStats, ClientId, ClientInfo, ClientState, RecordedCommand, TestNsqd, TestNsqdBuilder,
+    TopicStats, NSQD_VERSION,
+};
