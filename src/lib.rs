@@ -15,6 +15,8 @@
 
 mod error;
 pub mod protocol;
+#[cfg(feature = "rsmq")]
+pub mod rsmq;
 
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};
