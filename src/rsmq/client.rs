@@ -309,6 +309,19 @@ impl Rsmq {
     /// [`Error::Rsmq`] `noAttributeSupplied` for empty `changes`, [`Error::InvalidName`],
     /// [`Error::Config`] for a value out of range, [`Error::Rsmq`] `queueNotFound`,
     /// [`Error::Redis`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn demo(rsmq: actix_nsq::rsmq::Rsmq) -> actix_nsq::Result<()> {
+    /// use std::time::Duration;
+    /// use actix_nsq::rsmq::{MaxSize, QueueChanges};
+    ///
+    /// let changes = QueueChanges::new().vt(Duration::from_secs(120)).maxsize(MaxSize::Unlimited);
+    /// let attrs = rsmq.set_queue_attributes("jobs", changes).await?;
+    /// assert_eq!(attrs.vt, Duration::from_secs(120));
+    /// # Ok(()) }
+    /// ```
     pub async fn set_queue_attributes(
         &self,
         qname: &str,

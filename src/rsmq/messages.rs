@@ -35,6 +35,18 @@ impl Rsmq {
     /// 9 999 999 s), [`Error::InvalidBody`] with [`BodyError::TooLarge`] (Node's
     /// `messageTooLong`), [`Error::Rsmq`] `queueNotFound`, [`Error::Redis`], and
     /// [`Error::Timeout`], after which the message may or may not have been stored.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn demo(rsmq: actix_nsq::rsmq::Rsmq) -> actix_nsq::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let now = rsmq.send_message("jobs", "run now", None).await?;
+    /// let later = rsmq.send_message("jobs", "in a minute", Some(Duration::from_secs(60))).await?;
+    /// assert_eq!((now.len(), later.len()), (32, 32));
+    /// # Ok(()) }
+    /// ```
     pub async fn send_message(
         &self,
         qname: &str,
@@ -239,6 +251,24 @@ impl Rsmq {
     /// # Errors
     ///
     /// As [`change_message_visibility`](Self::change_message_visibility).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn demo(rsmq: actix_nsq::rsmq::Rsmq) -> actix_nsq::Result<()> {
+    /// use std::time::Duration;
+    /// use actix_nsq::rsmq::VisibilityOutcome;
+    ///
+    /// let vt = Duration::from_secs(30);
+    /// if let Some(msg) = rsmq.receive_message("jobs", Some(vt)).await? {
+    ///     // Long work: extend the hold every vt/2 while it runs.
+    ///     match rsmq.change_message_visibility_checked("jobs", &msg.id, msg.rc, vt).await? {
+    ///         VisibilityOutcome::Changed => { /* keep working */ }
+    ///         _ => { /* lost it: stop, someone else will (or did) process it */ }
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn change_message_visibility_checked(
         &self,
         qname: &str,
