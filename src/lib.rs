@@ -23,6 +23,8 @@ mod rdy;
 mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "rsmq")]
+pub mod rsmq;
 
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
