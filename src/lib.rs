@@ -26,6 +26,8 @@ mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;
+#[cfg(feature = "rsmq")]
+pub mod rsmq;
 
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
