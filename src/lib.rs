@@ -16,6 +16,7 @@
 mod delivery;
 mod error;
 pub mod protocol;
+mod transport;
 
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
