@@ -6,6 +6,7 @@
 //! then snappy or deflate (`nsqd/protocol_v2.go`, `IDENTIFY`).
 
 mod crc32c;
+mod deflate;
 mod io_util;
 mod rewind;
 mod snappy;
@@ -14,6 +15,8 @@ mod test_io;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[allow(unused_imports)]
+pub(crate) use deflate::DeflateStream;
 #[allow(unused_imports)]
 pub(crate) use rewind::Rewind;
 #[allow(unused_imports)]
