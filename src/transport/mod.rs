@@ -12,8 +12,11 @@ mod rewind;
 mod snappy;
 #[cfg(test)]
 mod test_io;
+mod tls;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use tls::TlsConfig;
 
 #[allow(unused_imports)]
 pub(crate) use deflate::DeflateStream;
