@@ -21,4 +21,4 @@ mod transport;
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};
-pub use transport::TlsConfig;
+pub use transport::{Compression, Negotiated, Secret, TlsConfig};

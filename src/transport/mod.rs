@@ -7,6 +7,9 @@
 
 mod crc32c;
 mod deflate;
+#[cfg(test)]
+mod fake_nsqd;
+mod handshake;
 mod io_util;
 mod rewind;
 mod snappy;
@@ -16,13 +19,11 @@ mod tls;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use handshake::{Compression, Negotiated, Secret};
 pub use tls::TlsConfig;
 
-#[allow(unused_imports)]
 pub(crate) use deflate::DeflateStream;
-#[allow(unused_imports)]
 pub(crate) use rewind::Rewind;
-#[allow(unused_imports)]
 pub(crate) use snappy::SnappyStream;
 
 /// A byte stream the connection can own: TCP, TLS over TCP, compression over either.

@@ -27,12 +27,6 @@ impl<S> Rewind<S> {
     pub(crate) fn new(prefix: BytesMut, inner: S) -> Self {
         Self { prefix, inner }
     }
-
-    /// Gives back the unread part of the prefix and the inner stream.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn into_parts(self) -> (BytesMut, S) {
-        (self.prefix, self.inner)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
@@ -114,16 +108,6 @@ mod tests {
         server.write_all(b"pong").await.unwrap();
         rewind.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"pong");
-    }
-
-    #[tokio::test]
-    async fn into_parts_returns_what_was_not_read() {
-        let (client, _server) = duplex(8);
-        let mut rewind = Rewind::new(BytesMut::from(&b"xyz"[..]), client);
-        let mut one = [0u8; 1];
-        rewind.read_exact(&mut one).await.unwrap();
-        let (rest, _inner) = rewind.into_parts();
-        assert_eq!(&rest[..], b"yz");
     }
 
     proptest::proptest! {
