@@ -24,11 +24,17 @@ use super::io_util;
 /// How much compressed input to read from the inner stream at once.
 const READ_SIZE: usize = 16 * 1024;
 /// How much input one `poll_write` takes, so one call's output stays small.
-const MAX_WRITE: usize = 64 * 1024;
+const MAX_WRITE: usize = 32 * 1024;
 /// Compressed bytes allowed to wait for the inner stream before `poll_write` waits too.
 const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Room kept free in the output buffer for each call into the compressor.
-const OUT_SPARE: usize = 4 * 1024;
+/// Room kept free in the output buffer for each call into the compressor: more than
+/// miniz_oxide's internal output buffer (85 KiB) plus one write, so that a call never stops
+/// with output held back inside the compressor.
+const OUT_SPARE: usize = 128 * 1024;
+/// The empty stored block that ends a sync flush.
+const SYNC_MARKER: &[u8] = b"\x00\x00\xff\xff";
+/// Sync-flush calls that made no progress before giving up instead of spinning.
+const MAX_IDLE_FLUSH_CALLS: usize = 4;
 
 fn corrupt(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("deflate: {e}"))
@@ -88,9 +94,7 @@ impl<S> DeflateStream<S> {
             self.out.clear();
             self.out_pos = 0;
         }
-        if self.out.capacity() - self.out.len() < OUT_SPARE {
-            self.out.reserve(OUT_SPARE * 4);
-        }
+        self.out.reserve(OUT_SPARE);
         let (before_in, before_out) = (self.compress.total_in(), self.compress.total_out());
         self.compress
             .compress_vec(input, &mut self.out, flush)
@@ -99,6 +103,24 @@ impl<S> DeflateStream<S> {
         let consumed = (self.compress.total_in() - before_in) as usize;
         let produced = (self.compress.total_out() - before_out) as usize;
         Ok((consumed, produced))
+    }
+
+    /// Z_SYNC_FLUSH, as Go's `flate.Writer.Flush`. "The output did not fill the buffer" does
+    /// not mean the flush is done with miniz_oxide: a call that starts by draining output it
+    /// held back returns before flushing (fastly/pushpin#48307 hit the same). So this calls
+    /// until the output ends with the sync marker, which every completed sync flush does.
+    fn sync_flush(&mut self) -> io::Result<()> {
+        let mut idle_calls = 0;
+        loop {
+            let (_, produced) = self.deflate(&[], FlushCompress::Sync)?;
+            if produced > 0 && self.out[self.out_pos..].ends_with(SYNC_MARKER) {
+                return Ok(());
+            }
+            idle_calls = if produced == 0 { idle_calls + 1 } else { 0 };
+            if idle_calls >= MAX_IDLE_FLUSH_CALLS {
+                return Err(io::Error::other("deflate: the sync flush did not complete"));
+            }
+        }
     }
 }
 
@@ -192,14 +214,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.unflushed {
-            // Z_SYNC_FLUSH, as Go's flate.Writer.Flush: keep calling while the output filled
-            // all the room it was given.
-            loop {
-                this.deflate(&[], FlushCompress::Sync)?;
-                if this.out.len() < this.out.capacity() {
-                    break;
-                }
-            }
+            this.sync_flush()?;
             this.unflushed = false;
         }
         ready!(this.poll_drain(cx))?;

@@ -5,7 +5,7 @@ use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::transport::test_io::{
-    block_on, mixed_data, ChunkedReader, Joined, Silent, TrickleWriter,
+    block_on, mixed_data, noise, ChunkedReader, Joined, Silent, TrickleWriter,
 };
 
 /// nsqd's `OK` frame then a `_heartbeat_` frame, deflated by the reference zlib (Python
@@ -105,6 +105,25 @@ fn interoperates_with_flate2s_reference_streams_at_every_level() {
     let mut theirs = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut theirs, &data).unwrap();
     assert!(inflate(&theirs.finish().unwrap()).unwrap() == data);
+}
+
+#[test]
+fn a_flush_after_many_incompressible_writes_is_complete() {
+    // Found by the split proptest: at level 1, miniz_oxide can end a sync-flush call early
+    // with output still held back, so "the output did not fill the buffer" is not "done".
+    let noise = noise(60_000, 17);
+    for level in 1..=9 {
+        let compressed = block_on(deflate(&noise, 1061, level));
+        assert!(compressed.ends_with(b"\x00\x00\xff\xff"), "level {level}");
+        let mut decoded = Vec::new();
+        let _ = flate2::read::DeflateDecoder::new(&compressed[..]).read_to_end(&mut decoded);
+        assert!(
+            decoded == noise,
+            "level {level}: {} of {} bytes",
+            decoded.len(),
+            noise.len()
+        );
+    }
 }
 
 #[tokio::test]

@@ -175,6 +175,19 @@ pub(crate) fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Deterministic incompressible bytes.
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Runs a future to completion on a fresh current-thread runtime (for proptest bodies).
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
