@@ -5,6 +5,9 @@
 //! The handshake speaks frames through `crate::protocol` and upgrades in nsqd's order: TLS,
 //! then snappy or deflate (`nsqd/protocol_v2.go`, `IDENTIFY`).
 
+// Tests may unwrap (house rules); the non-test build of this module is still linted for it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod crc32c;
 mod deflate;
 #[cfg(test)]
