@@ -25,9 +25,11 @@ mod retry;
 pub mod testing;
 #[cfg(feature = "rsmq")]
 pub mod rsmq;
+mod transport;
 
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use protocol::{Channel, Message, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};
 pub use retry::ReconnectPolicy;
+pub use transport::{Compression, Negotiated, Secret, TlsConfig};
