@@ -23,11 +23,11 @@ mod producer;
 pub mod protocol;
 mod rdy;
 mod retry;
+#[cfg(feature = "rsmq")]
+pub mod rsmq;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;
-#[cfg(feature = "rsmq")]
-pub mod rsmq;
 
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
@@ -39,3 +39,4 @@ pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, Message, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};
 pub use retry::ReconnectPolicy;
+pub use transport::{Compression, Negotiated, Secret, TlsConfig};

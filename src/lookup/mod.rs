@@ -138,7 +138,7 @@ impl LookupdDiscoverer {
             .config
             .authorization
             .as_ref()
-            .map(|s| format!("Bearer {}", s.expose()));
+            .map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
         let timeout = self.config.poll_timeout;
         let fut = async move {
             let mut last = None;

@@ -64,7 +64,9 @@ struct Recorder {
 impl Respond for Recorder {
     fn respond(&self, _: &Meta, action: Action) -> Result<(), Error> {
         if self.lost {
-            return Err(Error::ConnectionLost { addr: "mock".into() });
+            return Err(Error::ConnectionLost {
+                addr: "mock".into(),
+            });
         }
         if let Ok(mut actions) = self.actions.lock() {
             actions.push(action);
@@ -121,12 +123,26 @@ impl MockDelivery {
     /// delivery by hand (batches, tasks, other actors).
     pub fn into_parts(self) -> (Delivery, Answer) {
         let (delivery, watch, recorder) = self.build();
-        (delivery, Answer { recorder, watch: Some(watch), outcome: None })
+        (
+            delivery,
+            Answer {
+                recorder,
+                watch: Some(watch),
+                outcome: None,
+            },
+        )
     }
 
     fn build(self) -> (Delivery, Watch, Arc<Recorder>) {
-        let recorder = Arc::new(Recorder { lost: self.lost, ..Recorder::default() });
-        let nanos = self.timestamp.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let recorder = Arc::new(Recorder {
+            lost: self.lost,
+            ..Recorder::default()
+        });
+        let nanos = self
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         let meta = Meta {
             id: DeliveryId::Text(Arc::from(self.id.as_str())),
             body: self.body,
@@ -140,7 +156,8 @@ impl MockDelivery {
 
     /// Sends the delivery to a handler actor, waits for its result and applies it.
     pub async fn send_to(self, handler: &Recipient<Delivery>) -> Answer {
-        self.dispatch(HandlerSink::actors(vec![handler.clone()])).await
+        self.dispatch(HandlerSink::actors(vec![handler.clone()]))
+            .await
     }
 
     /// Runs a handler closure on the delivery and applies its result.
@@ -157,7 +174,10 @@ impl MockDelivery {
         let handled = sink.dispatch(delivery).await;
         let action = match &handled {
             Handled::Returned(result) => action_for(result),
-            Handled::Panicked(_) | Handled::Gone => Action::Requeue { delay: None, backoff: true },
+            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
+                delay: None,
+                backoff: true,
+            },
         };
         let _ = watch.apply(action);
         let outcome = Some(match handled {
@@ -166,7 +186,11 @@ impl MockDelivery {
             Handled::Panicked(message) => HandlerOutcome::Panicked(message),
             Handled::Gone => HandlerOutcome::Gone,
         });
-        Answer { recorder, watch: Some(watch), outcome }
+        Answer {
+            recorder,
+            watch: Some(watch),
+            outcome,
+        }
     }
 }
 
@@ -205,7 +229,11 @@ impl std::fmt::Debug for Answer {
 impl Answer {
     /// Every answer sent, in order (touches included).
     pub fn actions(&self) -> Vec<Action> {
-        self.recorder.actions.lock().map(|a| a.clone()).unwrap_or_default()
+        self.recorder
+            .actions
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// The final answer (finish or requeue), if any.
@@ -229,7 +257,10 @@ impl Answer {
 
     /// How many times the message was touched.
     pub fn touches(&self) -> usize {
-        self.actions().iter().filter(|a| **a == Action::Touch).count()
+        self.actions()
+            .iter()
+            .filter(|a| **a == Action::Touch)
+            .count()
     }
 
     /// What the handler returned (`None` for [`MockDelivery::into_parts`]).
@@ -264,12 +295,20 @@ mod tests {
         assert!(ok.is_finished());
         assert_eq!(ok.handler_outcome(), Some(&HandlerOutcome::Ok));
 
-        let failed = MockDelivery::new("x").attempts(3).run(|_d| async { Err("db down".into()) }).await;
+        let failed = MockDelivery::new("x")
+            .attempts(3)
+            .run(|_d| async { Err("db down".into()) })
+            .await;
         assert_eq!(failed.requeued(), Some((None, true)));
 
-        let panicked = MockDelivery::new("x").run(|_d| async { panic!("poison") }).await;
+        let panicked = MockDelivery::new("x")
+            .run(|_d| async { panic!("poison") })
+            .await;
         assert_eq!(panicked.requeued(), Some((None, true)));
-        assert_eq!(panicked.handler_outcome(), Some(&HandlerOutcome::Panicked("poison".into())));
+        assert_eq!(
+            panicked.handler_outcome(),
+            Some(&HandlerOutcome::Panicked("poison".into()))
+        );
     }
 
     #[actix_rt::test]
@@ -282,7 +321,10 @@ mod tests {
             })
             .await;
         assert_eq!(answer.touches(), 1);
-        assert_eq!(answer.requeued(), Some((Some(Duration::from_secs(7)), false)));
+        assert_eq!(
+            answer.requeued(),
+            Some((Some(Duration::from_secs(7)), false))
+        );
     }
 
     #[actix_rt::test]
@@ -292,7 +334,10 @@ mod tests {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
             delivery.finish()
         });
-        assert_eq!(answer.answered_within(Duration::from_secs(5)).await, Some(Action::Finish));
+        assert_eq!(
+            answer.answered_within(Duration::from_secs(5)).await,
+            Some(Action::Finish)
+        );
         task.await.unwrap().unwrap();
     }
 
