@@ -1,20 +1,5 @@
-//! [`Delivery`]: a message handed to a handler, and the means to answer it.
-//!
-//! The contract is transport-neutral: NSQ and RSMQ messages both arrive as a `Delivery`, and a
-//! handler does not need to know which queue it came from.
-//!
-//! Who answers:
-//!
-//! * If the handler consumes the `Delivery` (it is dropped by the time the handler's result
-//!   arrives), the **result decides**: `Ok` finishes the message, `Err` requeues it (with the
-//!   default delay and backoff, unless the [`HandlerError`] says otherwise).
-//! * If the handler kept it alive (moved it into a task, another actor, a batch), whoever holds
-//!   it answers with [`finish`](Delivery::finish), [`requeue`](Delivery::requeue) or
-//!   [`touch`](Delivery::touch). The handler's result is then ignored.
-//! * A `Delivery` dropped without an answer after that is requeued at once (counted as a
-//!   failure for backoff): it never waits out the server's message timeout.
-//! * Answering twice is a no-op. Answering after the connection that delivered the message died
-//!   returns [`Error::ConnectionLost`]: the server redelivers the message after its timeout.
+//! [`Delivery`]: a message handed to a handler, and the means to answer it. The contract is
+//! transport-neutral: NSQ and RSMQ messages both arrive as a `Delivery`.
 
 use std::{
     fmt,
@@ -106,7 +91,21 @@ impl Shared {
     }
 }
 
-/// A message delivered to a handler. See the [module docs](self) for who answers it.
+/// A message delivered to a handler, and the means to answer it. NSQ and RSMQ messages both
+/// arrive as a `Delivery`, so a handler does not need to know which queue it came from.
+///
+/// Who answers:
+///
+/// * If the handler consumes the `Delivery` (it is dropped by the time the handler's result
+///   arrives), the **result decides**: `Ok` finishes the message, `Err` requeues it (with the
+///   default delay and backoff, unless the [`HandlerError`] says otherwise).
+/// * If the handler kept it alive (moved it into a task, another actor, a batch), whoever holds
+///   it answers with [`finish`](Delivery::finish), [`requeue`](Delivery::requeue) or
+///   [`touch`](Delivery::touch). The handler's result is then ignored.
+/// * A `Delivery` dropped without an answer after that is requeued at once (counted as a
+///   failure for backoff): it never waits out the server's message timeout.
+/// * Answering twice is a no-op. Answering after the connection that delivered the message died
+///   returns [`Error::ConnectionLost`]: the server redelivers the message after its timeout.
 ///
 /// Not `Clone`: it is a unique ticket for one answer. Move it wherever the work happens.
 #[must_use = "a Delivery dropped without an answer is requeued"]
@@ -220,8 +219,11 @@ impl Drop for Delivery {
         let previous = self.shared.state.fetch_or(DROPPED, Ordering::AcqRel);
         // The dispatcher already saw the handler's result and left the answer to the holder of
         // this Delivery, who dropped it unanswered: requeue now rather than after msg_timeout.
-        if previous & RESULT_SEEN != 0 && previous & RESPONDED == 0 {
-            if self.shared.state.fetch_or(RESPONDED, Ordering::AcqRel) & RESPONDED == 0 {
+        if previous & RESULT_SEEN != 0
+            && previous & RESPONDED == 0
+            && self.shared.state.fetch_or(RESPONDED, Ordering::AcqRel) & RESPONDED == 0
+        {
+            {
                 let action = Action::Requeue {
                     delay: Some(Duration::ZERO),
                     backoff: true,

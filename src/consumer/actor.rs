@@ -15,7 +15,7 @@ use actix::{
 
 use super::{
     events::{ConsumerEvent, FlowNotice},
-    flow::{tick_every, FlowCore},
+    flow::{tick_every, FlowCore, FlowState},
     ConsumerBuilder,
 };
 use crate::{
@@ -37,7 +37,6 @@ enum Origin {
 }
 
 struct Conn {
-    id: ConnId,
     actor: Addr<NsqdConnection>,
     origin: Origin,
 }
@@ -57,6 +56,7 @@ pub(crate) struct ConsumerActor {
     discoverer: Option<Addr<LookupdDiscoverer>>,
     events: Option<Recipient<ConsumerEvent>>,
     shared: SharedConns,
+    state: Arc<FlowState>,
     flow: Option<Rc<FlowCore>>,
     stopping: bool,
 }
@@ -71,6 +71,7 @@ impl ConsumerActor {
         topic: Topic,
         channel: Channel,
         shared: SharedConns,
+        state: Arc<FlowState>,
     ) -> Self {
         let static_config = Arc::new(builder.connection.clone());
         let lookupd_reconnect = builder
@@ -91,6 +92,7 @@ impl ConsumerActor {
             channel,
             discoverer: None,
             shared,
+            state,
             flow: None,
             stopping: false,
         }
@@ -129,7 +131,7 @@ impl ConsumerActor {
             shared.push((addr.clone(), counters));
         }
         tracing::debug!(nsqd = %addr, conn = id, ?origin, "adding connection");
-        self.conns.insert(addr, Conn { id, actor, origin });
+        self.conns.insert(addr, Conn { actor, origin });
     }
 
     fn forget(&mut self, addr: &str) {
@@ -144,7 +146,11 @@ impl Actor for ConsumerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let flow = Rc::new(FlowCore::new(&self.builder.flow, ctx.address().downgrade()));
+        let flow = Rc::new(FlowCore::new(
+            &self.builder.flow,
+            ctx.address().downgrade(),
+            self.state.clone(),
+        ));
         self.subscription = Some(Subscription {
             topic: self.topic.clone(),
             channel: self.channel.clone(),
@@ -225,7 +231,7 @@ impl Handler<FlowNotice> for ConsumerActor {
 
     fn handle(&mut self, notice: FlowNotice, ctx: &mut Context<Self>) {
         match notice {
-            FlowNotice::BackoffTimer(pause) => {
+            FlowNotice::Timer(pause) => {
                 let level = self.flow.as_ref().map_or(0, |f| f.backoff_level());
                 self.emit(ConsumerEvent::BackoffStarted { level, pause });
                 ctx.run_later(pause, |act, _| {
@@ -234,8 +240,8 @@ impl Handler<FlowNotice> for ConsumerActor {
                     }
                 });
             }
-            FlowNotice::BackoffLevel(level) => self.emit(ConsumerEvent::BackoffLevel { level }),
-            FlowNotice::BackoffEnded => self.emit(ConsumerEvent::BackoffEnded),
+            FlowNotice::Level(level) => self.emit(ConsumerEvent::BackoffLevel { level }),
+            FlowNotice::Ended => self.emit(ConsumerEvent::BackoffEnded),
         }
     }
 }

@@ -50,7 +50,10 @@ pub enum ConsumerEvent {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) enum FlowNotice {
-    BackoffTimer(Duration),
-    BackoffLevel(u32),
-    BackoffEnded,
+    /// Start the backoff timer.
+    Timer(Duration),
+    /// The backoff level changed.
+    Level(u32),
+    /// Backoff is over.
+    Ended,
 }

@@ -5,6 +5,10 @@
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -17,8 +21,20 @@ use crate::{
     rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy},
 };
 
+/// What the flow core publishes for [`Consumer::stats`](super::Consumer::stats), readable from
+/// any thread.
+#[derive(Debug, Default)]
+pub(crate) struct FlowState {
+    pub(crate) max_in_flight: AtomicU32,
+    pub(crate) total_rdy: AtomicU64,
+    pub(crate) backoff_level: AtomicU32,
+    pub(crate) backoff_paused: AtomicBool,
+    pub(crate) starved: AtomicBool,
+}
+
 pub(crate) struct FlowCore {
     policy: RefCell<RdyPolicy>,
+    state: Arc<FlowState>,
     links: RefCell<HashMap<LinkId, WeakAddr<NsqdConnection>>>,
     next_link: Cell<LinkId>,
     rng: RefCell<SmallRng>,
@@ -27,9 +43,15 @@ pub(crate) struct FlowCore {
 }
 
 impl FlowCore {
-    pub(crate) fn new(flow: &FlowControl, consumer: WeakAddr<ConsumerActor>) -> Self {
+    pub(crate) fn new(
+        flow: &FlowControl,
+        consumer: WeakAddr<ConsumerActor>,
+        state: Arc<FlowState>,
+    ) -> Self {
+        state.max_in_flight.store(flow.max_in_flight, Relaxed);
         Self {
             policy: RefCell::new(RdyPolicy::new(flow)),
+            state,
             links: RefCell::default(),
             next_link: Cell::new(1),
             rng: RefCell::new(SmallRng::from_rng(&mut rand::rng())),
@@ -61,10 +83,6 @@ impl FlowCore {
         self.apply(actions, None);
     }
 
-    pub(crate) fn max_in_flight(&self) -> u32 {
-        self.policy.borrow().max_in_flight()
-    }
-
     pub(crate) fn backoff_level(&self) -> u32 {
         self.policy.borrow().backoff_level()
     }
@@ -85,7 +103,7 @@ impl FlowCore {
                         });
                     }
                 }
-                RdyAction::StartBackoffTimer(pause) => self.notify(FlowNotice::BackoffTimer(pause)),
+                RdyAction::StartBackoffTimer(pause) => self.notify(FlowNotice::Timer(pause)),
             }
         }
         self.track_backoff();
@@ -93,12 +111,23 @@ impl FlowCore {
     }
 
     fn track_backoff(&self) {
-        let level = self.policy.borrow().backoff_level();
+        let policy = self.policy.borrow();
+        let level = policy.backoff_level();
+        self.state
+            .max_in_flight
+            .store(policy.max_in_flight(), Relaxed);
+        self.state.total_rdy.store(policy.total_rdy(), Relaxed);
+        self.state.backoff_level.store(level, Relaxed);
+        self.state
+            .backoff_paused
+            .store(policy.backoff_timer_running(), Relaxed);
+        self.state.starved.store(policy.is_starved(), Relaxed);
+        drop(policy);
         let previous = self.backoff_level.replace(level);
         if previous > 0 && level == 0 {
-            self.notify(FlowNotice::BackoffEnded);
+            self.notify(FlowNotice::Ended);
         } else if level != previous {
-            self.notify(FlowNotice::BackoffLevel(level));
+            self.notify(FlowNotice::Level(level));
         }
     }
 

@@ -21,7 +21,10 @@ use actix::{Actor, Addr};
 pub use builder::ConsumerBuilder;
 pub use events::ConsumerEvent;
 
-use self::actor::{AddNsqd, ConsumerActor, SetMaxInFlight, SharedConns, Stop};
+use self::{
+    actor::{AddNsqd, ConsumerActor, SetMaxInFlight, SharedConns, Stop},
+    flow::FlowState,
+};
 use crate::{
     conn::ConnectionStats,
     protocol::{Channel, Topic},
@@ -53,7 +56,7 @@ pub struct Consumer {
     topic: Topic,
     channel: Channel,
     stop_timeout: Duration,
-    max_in_flight: Arc<std::sync::atomic::AtomicU32>,
+    state: Arc<FlowState>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -73,6 +76,12 @@ pub struct ConsumerStats {
     pub connections: Vec<ConnectionStats>,
     /// The current `max_in_flight`.
     pub max_in_flight: u32,
+    /// Σ RDY over the connections, as last sent (never above `max_in_flight`).
+    pub total_rdy: u64,
+    /// The backoff level; 0 when not backing off.
+    pub backoff_level: u32,
+    /// True while a backoff pause holds every connection at RDY 0.
+    pub backoff_paused: bool,
     /// Messages received over all connections.
     pub received: u64,
     /// Messages finished.
@@ -92,18 +101,21 @@ impl Consumer {
     fn start(builder: ConsumerBuilder, topic: Topic, channel: Channel) -> Self {
         let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
         let stop_timeout = builder.stop_timeout;
-        let max_in_flight = Arc::new(std::sync::atomic::AtomicU32::new(
-            builder.flow.max_in_flight,
-        ));
-        let actor =
-            ConsumerActor::new(builder, topic.clone(), channel.clone(), conns.clone()).start();
+        let state = Arc::new(FlowState::default());
+        let actor = ConsumerActor::new(
+            builder,
+            topic.clone(),
+            channel.clone(),
+            conns.clone(),
+            state.clone(),
+        );
         Self {
-            actor,
+            actor: actor.start(),
             conns,
             topic,
             channel,
             stop_timeout,
-            max_in_flight,
+            state,
         }
     }
 
@@ -119,7 +131,6 @@ impl Consumer {
 
     /// Changes `max_in_flight` at once: 0 pauses (RDY 0 everywhere), any other value resumes.
     pub fn set_max_in_flight(&self, n: u32) {
-        self.max_in_flight.store(n, Relaxed);
         self.actor.do_send(SetMaxInFlight(n));
     }
 
@@ -136,7 +147,10 @@ impl Consumer {
             .map(|conns| conns.iter().map(|(addr, c)| c.snapshot(addr)).collect())
             .unwrap_or_default();
         ConsumerStats {
-            max_in_flight: self.max_in_flight.load(Relaxed),
+            max_in_flight: self.state.max_in_flight.load(Relaxed),
+            total_rdy: self.state.total_rdy.load(Relaxed),
+            backoff_level: self.state.backoff_level.load(Relaxed),
+            backoff_paused: self.state.backoff_paused.load(Relaxed),
             received: connections.iter().map(|c| c.received).sum(),
             finished: connections.iter().map(|c| c.finished).sum(),
             requeued: connections.iter().map(|c| c.requeued).sum(),

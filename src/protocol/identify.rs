@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn rejects_what_nsqd_rejects_naming_the_field() {
-        let cases: [(&str, fn(&mut IdentifyRequest)); 8] = [
+        type Mutation = fn(&mut IdentifyRequest);
+        let cases: [(&str, Mutation); 8] = [
             ("heartbeat_interval", |r| r.heartbeat_interval = 999),
             ("heartbeat_interval", |r| r.heartbeat_interval = 60_001),
             ("output_buffer_size", |r| r.output_buffer_size = 63),
@@ -313,11 +314,13 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
-        let mut req = IdentifyRequest::default();
-        req.heartbeat_interval = -1;
-        req.output_buffer_size = -1;
-        req.output_buffer_timeout = -1;
-        req.validate().unwrap();
+        let disabled = IdentifyRequest {
+            heartbeat_interval: -1,
+            output_buffer_size: -1,
+            output_buffer_timeout: -1,
+            ..IdentifyRequest::default()
+        };
+        disabled.validate().unwrap();
     }
 
     #[test]

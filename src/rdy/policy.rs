@@ -275,11 +275,13 @@ impl RdyPolicy {
         self.conns.values().map(|c| u64::from(c.rdy)).sum()
     }
 
+    #[cfg(test)]
     /// The RDY last sent on `conn`; 0 for an unknown connection.
     pub(crate) fn rdy(&self, conn: ConnId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.rdy)
     }
 
+    #[cfg(test)]
     /// Messages of `conn` not yet answered; 0 for an unknown connection.
     pub(crate) fn in_flight(&self, conn: ConnId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.in_flight)
@@ -294,6 +296,7 @@ impl RdyPolicy {
         })
     }
 
+    #[cfg(test)]
     /// True while the backoff level is above 0.
     pub(crate) fn in_backoff(&self) -> bool {
         self.backoff.in_backoff()

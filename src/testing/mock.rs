@@ -4,28 +4,6 @@
 //! The same dispatch and answer rules as a real consumer apply: the handler's result answers
 //! a delivery it consumed, a delivery it kept is answered by whoever holds it, a panic or a
 //! stopped actor requeues with backoff.
-//!
-//! ```
-//! use actix::prelude::*;
-//! use actix_nsq::{testing::MockDelivery, Delivery, HandlerResult};
-//!
-//! struct Indexer;
-//! impl Actor for Indexer {
-//!     type Context = Context<Self>;
-//! }
-//! impl Handler<Delivery> for Indexer {
-//!     type Result = HandlerResult;
-//!     fn handle(&mut self, d: Delivery, _: &mut Context<Self>) -> HandlerResult {
-//!         if d.body().is_empty() { Err("empty".into()) } else { Ok(()) }
-//!     }
-//! }
-//!
-//! # actix_rt::System::new().block_on(async {
-//! let indexer = Indexer.start().recipient();
-//! let answer = MockDelivery::new("hello").send_to(&indexer).await;
-//! assert!(answer.is_finished());
-//! # });
-//! ```
 
 use std::{
     future::Future,
@@ -43,7 +21,30 @@ use crate::{
     handler::{Handled, HandlerSink},
 };
 
-/// A message to hand to a handler in a test. See the [module docs](self).
+/// A message to hand to a handler in a test, with no server: the handler's answer is recorded
+/// by the rules a real consumer applies.
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_nsq::{testing::MockDelivery, Delivery, HandlerResult};
+///
+/// struct Indexer;
+/// impl Actor for Indexer {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<Delivery> for Indexer {
+///     type Result = HandlerResult;
+///     fn handle(&mut self, d: Delivery, _: &mut Context<Self>) -> HandlerResult {
+///         if d.body().is_empty() { Err("empty".into()) } else { Ok(()) }
+///     }
+/// }
+///
+/// # actix_rt::System::new().block_on(async {
+/// let indexer = Indexer.start().recipient();
+/// let answer = MockDelivery::new("hello").send_to(&indexer).await;
+/// assert!(answer.is_finished());
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 pub struct MockDelivery {
     id: String,
