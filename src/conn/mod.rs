@@ -280,6 +280,10 @@ impl NsqdConnection {
         self.counters
             .reconnects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.phase = Phase::Connecting;
         match self.reconnect.next_delay(&mut rand::rng()) {
             Some(delay) => {
                 self.next_delay = delay;

@@ -86,6 +86,14 @@ pub(super) struct Conn {
     deadline: Option<Instant>,
 }
 
+impl Drop for Conn {
+    /// A connection task that is aborted (kill) must take its writer with it: a detached
+    /// writer would keep the socket open, so the client would never see the server die.
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
 /// Serves one accepted socket until it closes.
 pub(crate) async fn serve(shared: Arc<Shared>, id: ClientId, mut socket: TcpStream) {
     let Ok(remote) = socket.peer_addr() else {
