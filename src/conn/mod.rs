@@ -87,6 +87,7 @@ struct Link {
 struct Closing {
     done: Vec<oneshot::Sender<u32>>,
     deadline: Option<SpawnHandle>,
+    abandoned: u32,
 }
 
 /// One connection to one nsqd. See the module docs.
@@ -390,6 +391,7 @@ impl NsqdConnection {
         self.closing = Some(Closing {
             done: vec![done],
             deadline: None,
+            abandoned: 0,
         });
         match self.phase {
             Phase::Connected => {
@@ -436,13 +438,11 @@ impl NsqdConnection {
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.fail_waiters(&Error::Stopped);
-        let Some(closing) = self.closing.take() else {
-            // Closed by the peer with nobody waiting (cannot normally happen).
-            ctx.stop();
-            return;
-        };
-        if let Some(handle) = closing.deadline {
-            ctx.cancel_future(handle);
+        if let Some(closing) = &mut self.closing {
+            if let Some(handle) = closing.deadline.take() {
+                ctx.cancel_future(handle);
+            }
+            closing.abandoned = abandoned;
         }
         tracing::info!(nsqd = %self.addr, conn = self.id, abandoned, "closed");
         self.emit(ConnectionEvent::Closed {
@@ -450,21 +450,30 @@ impl NsqdConnection {
             addr: self.addr.clone(),
             abandoned,
         });
-        for done in closing.done {
-            let _ = done.send(abandoned);
-        }
         if let Some(link) = &self.link {
             self.leave_flow(link);
         }
         match &mut self.link {
-            // Flush what is buffered (the last FINs), then stop; see write_closed.
+            // Flush what is buffered (the last FINs) and shut the write side down before the
+            // close resolves (see write_closed); a peer that stops reading gets 1 s.
             Some(link) => {
                 link.flow_link = None;
                 link.writer.close();
-                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.closed(ctx));
             }
-            None => ctx.stop(),
+            None => self.closed(ctx),
         }
+    }
+
+    /// The close is complete: tell whoever waits for it, and stop (for good: `started()`
+    /// does nothing in the `Closed` phase).
+    fn closed(&mut self, ctx: &mut Context<Self>) {
+        if let Some(closing) = self.closing.take() {
+            for done in closing.done {
+                let _ = done.send(closing.abandoned);
+            }
+        }
+        ctx.stop();
     }
 }
 
@@ -518,7 +527,7 @@ impl WriterOwner for NsqdConnection {
     }
 
     fn write_closed(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+        self.closed(ctx);
     }
 }
 
