@@ -20,7 +20,7 @@ use std::{
 use actix::{MailboxError, Message, Recipient};
 use futures_util::FutureExt;
 
-use crate::delivery::{Delivery, HandlerResult};
+use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
@@ -118,6 +118,41 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "handler panicked".to_owned()
+    }
+}
+
+/// Turns what a handler made of a delivery into its answer: the handler's result when it
+/// consumed the delivery, a requeue with backoff when it panicked or no handler took it.
+/// Transport-neutral: NSQ and RSMQ consumers both settle their deliveries this way.
+pub(crate) fn settle(watch: &Watch, handled: Handled, source: &str, give_up: bool) {
+    let id = watch.meta().id.as_str();
+    let action = match &handled {
+        Handled::Returned(result) => action_for(result),
+        Handled::Panicked(panic) => {
+            tracing::error!(source, id, %panic, give_up, "handler panicked; requeueing");
+            Action::Requeue {
+                delay: None,
+                backoff: true,
+            }
+        }
+        Handled::Gone => {
+            tracing::error!(
+                source,
+                id,
+                give_up,
+                "no handler took the message (handler actors stopped); requeueing"
+            );
+            Action::Requeue {
+                delay: None,
+                backoff: true,
+            }
+        }
+    };
+    if let Handled::Returned(Err(error)) = &handled {
+        tracing::debug!(source, id, %error, "handler failed; requeueing");
+    }
+    if let Err(error) = watch.apply(action) {
+        tracing::debug!(source, id, %error, "could not answer the message");
     }
 }
 

@@ -236,8 +236,11 @@ async fn dropped_deliveries_are_requeued_at_once() {
         .max_backoff_duration(Duration::ZERO)
         .handler_fn(|d: Delivery| {
             if d.attempts() == 1 {
-                // Kept past the handler, then dropped unanswered.
-                actix_rt::spawn(async move { drop(d) });
+                // Kept past the handler (whose Ok is then ignored), dropped unanswered later.
+                actix_rt::spawn(async move {
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                    drop(d)
+                });
             } else {
                 d.finish().unwrap();
             }

@@ -35,14 +35,8 @@ async fn publishes_pub_mpub_dpub_in_order() {
         .await
         .unwrap();
     producer.ping().await.unwrap();
-    nsqd.create_channel("events", "c").unwrap();
-    assert!(
-        nsqd.wait_until_async(WAIT, |n| n.topic_depth("events")
-            + n.depth("events", "c")
-            + n.deferred("events", "c")
-            >= 1)
-            .await
-    );
+    // nsqd answers NOP with nothing: wait for it to be recorded.
+    assert!(nsqd.wait_for_commands_async(WAIT, |c| c.len() == 5).await);
     assert_eq!(
         lines(&nsqd),
         [

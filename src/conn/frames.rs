@@ -2,13 +2,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandler};
+use actix::{Context, StreamHandler};
 
 use super::{responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter};
 use crate::{
-    delivery::{Action, Applied, Delivery, DeliveryId, Meta, Watch},
+    delivery::{Action, Delivery, DeliveryId, Meta},
     error::{Error, ProtocolError},
-    handler::Handled,
+    handler::settle,
     protocol::{Command, Frame, Message, Response, ServerError},
     rdy::Outcome,
 };
@@ -138,46 +138,30 @@ impl NsqdConnection {
         } else {
             subscription.handler.dispatch(delivery)
         };
-        ctx.spawn(wrap_future(handled).map(move |handled, act: &mut Self, _| {
-            act.on_handled(&watch, handled, give_up);
-        }));
+        // Detached, not a context future: a lost link must not cancel a handler mid-work (its
+        // answer then fails with ConnectionLost, and nsqd redelivers after msg_timeout).
+        let source = self.addr.clone();
+        actix_rt::spawn(async move { settle(&watch, handled.await, &source, give_up) });
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);
         }
     }
 
-    fn on_handled(&mut self, watch: &Watch, handled: Handled, give_up: bool) {
-        let action = match &handled {
-            Handled::Returned(result) => crate::delivery::action_for(result),
-            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
-                delay: None,
-                backoff: true,
-            },
-        };
-        match &handled {
-            Handled::Panicked(panic) => {
-                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), panic = %panic, give_up, "handler panicked; requeueing");
-            }
-            Handled::Gone => {
-                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), give_up, "no handler took the message (handler actors stopped); requeueing");
-            }
-            Handled::Returned(Err(error)) => {
-                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "handler failed; requeueing");
-            }
-            Handled::Returned(Ok(())) => {}
-        }
-        match watch.apply(action) {
-            Ok(Applied::Sent(_) | Applied::AlreadyAnswered | Applied::LeftToHolder) => {}
-            Err(error) => {
-                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "could not answer message");
-            }
-        }
-    }
-
     fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
-        let (Some(subscription), Some(link)) = (&self.subscription, &mut self.link) else {
+        let Some(subscription) = &self.subscription else {
             return;
         };
+        let current = self.link.as_ref().map(|l| l.gen);
+        if current != Some(answer.gen) {
+            // An answer for a lost link: nsqd will not hear it, but its slot is free now.
+            if let Some(&flow_link) = self.lost_links.get(&answer.gen) {
+                if answer.action != Action::Touch {
+                    let _ = subscription.flow.done(flow_link, outcome_of(answer.action));
+                }
+            }
+            return;
+        }
+        let Some(link) = &mut self.link else { return };
         let (command, outcome) = match answer.action {
             Action::Finish => (Command::Fin(answer.id), Outcome::Finished),
             Action::Requeue { delay, backoff } => {
@@ -215,5 +199,12 @@ impl NsqdConnection {
         if self.phase == Phase::Closing {
             self.maybe_finish_close(ctx);
         }
+    }
+}
+
+fn outcome_of(action: Action) -> Outcome {
+    match action {
+        Action::Requeue { backoff, .. } => Outcome::Requeued { backoff },
+        Action::Finish | Action::Touch => Outcome::Finished,
     }
 }

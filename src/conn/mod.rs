@@ -8,22 +8,29 @@
 //! the old link survives. Reconnects back off exponentially with jitter; when the policy's
 //! attempts run out the actor tells its owner and stays down.
 
+mod close;
 mod config;
 mod frames;
+mod lifecycle;
 mod messages;
 mod responder;
 mod stats;
 mod subscription;
 mod writer;
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use actix::{
-    fut::wrap_future, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
-    Recipient, ResponseFuture, SpawnHandle, Supervised, Supervisor,
+    Actor, AsyncContext, Context, Handler, Message, Recipient, ResponseFuture, SpawnHandle,
+    Supervised, Supervisor,
 };
-use tokio::sync::oneshot;
-use tokio_util::codec::FramedRead;
+use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use config::validate_addr;
 pub use config::ConnectionConfig;
@@ -34,15 +41,10 @@ pub use stats::ConnectionStats;
 pub(crate) use subscription::{Flow, LinkId, Subscription};
 
 use self::{
-    responder::NsqResponder,
+    responder::{Answer, NsqResponder},
     writer::{Writer, WriterOwner},
 };
-use crate::{
-    error::Error,
-    protocol::{Command, NsqCodec},
-    retry::ReconnectBackoff,
-    transport::{self, Established},
-};
+use crate::{error::Error, protocol::Command, retry::ReconnectBackoff};
 
 /// Read buffer size: large reads amortise syscalls when nsqd streams messages.
 const READ_CAPACITY: usize = 64 * 1024;
@@ -81,6 +83,10 @@ struct Link {
     close_wait_seen: bool,
     /// The id the consumer's flow policy knows this link by (consumers only).
     flow_link: Option<LinkId>,
+    /// Which link of this actor it is: answers carry it, so late ones are told apart.
+    gen: u64,
+    /// nsqd's message timeout for this link: after it, nsqd has requeued what is in flight.
+    msg_timeout: Duration,
 }
 
 /// An in-progress graceful close.
@@ -105,6 +111,14 @@ pub(crate) struct NsqdConnection {
     next_delay: Duration,
     closing: Option<Closing>,
     counters: Arc<ConnCounters>,
+    /// Answers from deliveries, for every link this actor has had. The receiver lives as long
+    /// as the actor (not the link) so answers for a lost link still release flow-control
+    /// slots; it is re-attached as a stream on every (re)start.
+    answers_tx: mpsc::UnboundedSender<Answer>,
+    answers: Rc<RefCell<mpsc::UnboundedReceiver<Answer>>>,
+    link_gen: u64,
+    /// Lost links whose in-flight messages still hold flow-control slots, by generation.
+    lost_links: HashMap<u64, LinkId>,
 }
 
 /// How to start a connection.
@@ -125,6 +139,7 @@ impl NsqdConnection {
 
     fn new(params: ConnectionParams) -> Self {
         let reconnect = ReconnectBackoff::new(params.config.reconnect.clone());
+        let (answers_tx, answers) = mpsc::unbounded_channel();
         Self {
             id: params.id,
             addr: params.addr,
@@ -138,210 +153,16 @@ impl NsqdConnection {
             next_delay: Duration::ZERO,
             closing: None,
             counters: params.counters,
+            answers_tx,
+            answers: Rc::new(RefCell::new(answers)),
+            link_gen: 0,
+            lost_links: HashMap::new(),
         }
     }
 
     fn emit(&self, event: ConnectionEvent) {
         if let Some(events) = &self.events {
             events.do_send(event);
-        }
-    }
-
-    fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Connecting {
-            return;
-        }
-        let subscribe = self
-            .subscription
-            .as_ref()
-            .map(|s| (s.topic.clone(), s.channel.clone()));
-        let handshake = self.config.handshake(subscribe);
-        let addr = self.addr.clone();
-        tracing::debug!(nsqd = %self.addr, conn = self.id, "connecting");
-        let fut = wrap_future(async move { transport::connect(&addr, &handshake).await });
-        ctx.spawn(fut.map(|result, act: &mut Self, ctx| match result {
-            Ok(established) => act.on_established(established, ctx),
-            Err(error) => act.on_connect_failed(error, ctx),
-        }));
-    }
-
-    fn on_established(&mut self, established: Established, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Connecting {
-            return; // closed while handshaking
-        }
-        let Established {
-            stream,
-            read_buf,
-            negotiated,
-        } = established;
-        let (read, write) = tokio::io::split(stream);
-        let codec =
-            NsqCodec::new(self.config.max_frame_len).with_limits(self.config.publish_limits);
-        let mut frames = FramedRead::with_capacity(read, codec.clone(), READ_CAPACITY);
-        frames.read_buffer_mut().extend_from_slice(&read_buf);
-        ctx.add_stream(frames);
-        let (responder, answers) = NsqResponder::channel(self.addr.clone());
-        ctx.add_stream(tokio_stream_from(answers));
-        let writer = Writer::start::<Self, _>(write, codec, ctx);
-        let max_rdy = u32::try_from(negotiated.identify.max_rdy_count).unwrap_or(u32::MAX);
-        let now = std::time::Instant::now();
-        let heartbeat = self.config.heartbeat();
-        self.link = Some(Link {
-            writer,
-            max_rdy,
-            rdy: 0,
-            in_flight: 0,
-            last_frame: now,
-            connected_at: now,
-            heartbeat,
-            responder,
-            close_wait_seen: false,
-            flow_link: None,
-        });
-        self.phase = Phase::Connected;
-        self.counters
-            .connected
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .max_rdy
-            .store(max_rdy, std::sync::atomic::Ordering::Relaxed);
-        if let Some(interval) = heartbeat {
-            // nsqd drops a client after 2 × heartbeat of silence; we do the same to nsqd, so a
-            // half-open link (peer gone without FIN/RST) cannot hang the consumer.
-            ctx.run_interval(interval / 2, |act, ctx| act.check_liveness(ctx));
-        }
-        if let Some(subscription) = &self.subscription {
-            let (link_id, rdy) = subscription.flow.connected(ctx.address(), max_rdy);
-            if let Some(link) = &mut self.link {
-                link.flow_link = Some(link_id);
-            }
-            if let Some(count) = rdy {
-                self.set_rdy(count, ctx);
-            }
-        }
-        tracing::info!(nsqd = %self.addr, conn = self.id, tls = negotiated.tls,
-            compression = ?negotiated.compression, max_rdy, "connected");
-        self.emit(ConnectionEvent::Connected {
-            id: self.id,
-            addr: self.addr.clone(),
-            negotiated: Box::new(negotiated),
-        });
-    }
-
-    fn on_connect_failed(&mut self, error: Error, ctx: &mut Context<Self>) {
-        tracing::warn!(nsqd = %self.addr, conn = self.id, %error, "connect failed");
-        self.emit(ConnectionEvent::Disconnected {
-            id: self.id,
-            addr: self.addr.clone(),
-            error,
-            lost_in_flight: 0,
-        });
-        self.schedule_reconnect(ctx);
-    }
-
-    /// Picks the next delay and reconnects after it, or gives up.
-    fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Connecting {
-            return;
-        }
-        match self.reconnect.next_delay(&mut rand::rng()) {
-            Some(delay) => {
-                self.emit(ConnectionEvent::Reconnecting {
-                    id: self.id,
-                    addr: self.addr.clone(),
-                    attempt: self.reconnect.attempts(),
-                    delay,
-                });
-                ctx.run_later(delay, |act, ctx| act.connect(ctx));
-            }
-            None => self.give_up(),
-        }
-    }
-
-    /// Drops the link because of `error`; the supervisor restarts the actor.
-    fn drop_link(&mut self, error: Error, ctx: &mut Context<Self>) {
-        let Some(link) = self.link.take() else { return };
-        let lost_in_flight = link.in_flight;
-        self.leave_flow(&link);
-        if self.phase == Phase::Closing {
-            // nsqd closed on us while we drained; treat as closed.
-            self.finish_close(lost_in_flight, ctx);
-            return;
-        }
-        tracing::warn!(nsqd = %self.addr, conn = self.id, %error, lost_in_flight, "connection lost");
-        self.fail_waiters(&error);
-        // A link that stayed up for a while resets the backoff: this is a new failure episode.
-        self.reconnect.connection_ended(link.connected_at.elapsed());
-        self.emit(ConnectionEvent::Disconnected {
-            id: self.id,
-            addr: self.addr.clone(),
-            error,
-            lost_in_flight,
-        });
-        self.counters
-            .reconnects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .connected
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.phase = Phase::Connecting;
-        match self.reconnect.next_delay(&mut rand::rng()) {
-            Some(delay) => {
-                self.next_delay = delay;
-                self.emit(ConnectionEvent::Reconnecting {
-                    id: self.id,
-                    addr: self.addr.clone(),
-                    attempt: self.reconnect.attempts(),
-                    delay,
-                });
-            }
-            None => self.give_up(),
-        }
-        // The supervisor restarts the actor; started() reconnects after next_delay.
-        ctx.stop();
-    }
-
-    fn give_up(&mut self) {
-        let attempts = self.reconnect.attempts();
-        tracing::error!(nsqd = %self.addr, conn = self.id, attempts, "giving up reconnecting");
-        self.phase = Phase::GaveUp;
-        self.emit(ConnectionEvent::GaveUp {
-            id: self.id,
-            addr: self.addr.clone(),
-            attempts,
-        });
-    }
-
-    /// Tells the flow policy the link is gone (its RDY and in-flight messages with it).
-    fn leave_flow(&self, link: &Link) {
-        if let (Some(subscription), Some(id)) = (&self.subscription, link.flow_link) {
-            subscription.flow.disconnected(id);
-        }
-    }
-
-    fn fail_waiters(&mut self, error: &Error) {
-        let addr = self.addr.to_string();
-        for waiter in self.waiters.drain(..) {
-            if let Waiter::Publish(tx) = waiter {
-                // Written but unanswered: nsqd may or may not have the message.
-                let _ = tx.send(Err(match error {
-                    Error::Stopped => Error::Stopped,
-                    _ => Error::OutcomeUnknown { addr: addr.clone() },
-                }));
-            }
-        }
-    }
-
-    fn check_liveness(&mut self, ctx: &mut Context<Self>) {
-        let Some(link) = &self.link else { return };
-        let Some(interval) = link.heartbeat else {
-            return;
-        };
-        if link.last_frame.elapsed() > interval * 2 {
-            self.drop_link(
-                Error::Timeout("no frame from nsqd within two heartbeat intervals"),
-                ctx,
-            );
         }
     }
 
@@ -370,124 +191,20 @@ impl NsqdConnection {
             return; // never a duplicate RDY (go-nsq#282)
         }
         link.rdy = count;
-        self.counters
-            .rdy
-            .store(count, std::sync::atomic::Ordering::Relaxed);
+        self.counters.rdy.store(count, Relaxed);
         tracing::debug!(nsqd = %self.addr, conn = self.id, rdy = count, "RDY");
         let _ = self.write(&Command::Rdy(count), ctx);
     }
-
-    /// Starts a graceful close; `done` resolves with the number of abandoned messages.
-    fn begin_close(
-        &mut self,
-        deadline: Duration,
-        done: oneshot::Sender<u32>,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(closing) = &mut self.closing {
-            closing.done.push(done);
-            return;
-        }
-        self.closing = Some(Closing {
-            done: vec![done],
-            deadline: None,
-            abandoned: 0,
-        });
-        match self.phase {
-            Phase::Connected => {
-                self.phase = Phase::Closing;
-                if self.subscription.is_some() {
-                    // CLS: nsqd stops delivering and answers CLOSE_WAIT, but still takes
-                    // FIN/REQ/TOUCH for the messages in flight (protocol_v2.go CLS).
-                    self.waiters.push_back(Waiter::CloseWait);
-                    let _ = self.write(&Command::Cls, ctx);
-                } else if let Some(link) = &mut self.link {
-                    link.close_wait_seen = true;
-                }
-                let handle = ctx.run_later(deadline, |act, ctx| {
-                    let abandoned = act.link.as_ref().map_or(0, |l| l.in_flight);
-                    act.finish_close(abandoned, ctx);
-                });
-                if let Some(closing) = &mut self.closing {
-                    closing.deadline = Some(handle);
-                }
-                self.maybe_finish_close(ctx);
-            }
-            Phase::Connecting | Phase::Closing | Phase::Closed | Phase::GaveUp => {
-                self.finish_close(0, ctx)
-            }
-        }
-    }
-
-    /// Finishes the close once CLOSE_WAIT has arrived, nothing is in flight and no publish is
-    /// waiting for its answer.
-    fn maybe_finish_close(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Closing {
-            return;
-        }
-        let Some(link) = &self.link else { return };
-        let publishes_pending = self.waiters.iter().any(|w| matches!(w, Waiter::Publish(_)));
-        if link.close_wait_seen && link.in_flight == 0 && !publishes_pending {
-            self.finish_close(0, ctx);
-        }
-    }
-
-    fn finish_close(&mut self, abandoned: u32, ctx: &mut Context<Self>) {
-        self.phase = Phase::Closed;
-        self.counters
-            .connected
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.fail_waiters(&Error::Stopped);
-        if let Some(closing) = &mut self.closing {
-            if let Some(handle) = closing.deadline.take() {
-                ctx.cancel_future(handle);
-            }
-            closing.abandoned = abandoned;
-        }
-        tracing::info!(nsqd = %self.addr, conn = self.id, abandoned, "closed");
-        self.emit(ConnectionEvent::Closed {
-            id: self.id,
-            addr: self.addr.clone(),
-            abandoned,
-        });
-        if let Some(link) = &self.link {
-            self.leave_flow(link);
-        }
-        match &mut self.link {
-            // Flush what is buffered (the last FINs) and shut the write side down before the
-            // close resolves (see write_closed); a peer that stops reading gets 1 s.
-            Some(link) => {
-                link.flow_link = None;
-                link.writer.close();
-                ctx.run_later(Duration::from_secs(1), |act, ctx| act.closed(ctx));
-            }
-            None => self.closed(ctx),
-        }
-    }
-
-    /// The close is complete: tell whoever waits for it, and stop (for good: `started()`
-    /// does nothing in the `Closed` phase).
-    fn closed(&mut self, ctx: &mut Context<Self>) {
-        if let Some(closing) = self.closing.take() {
-            for done in closing.done {
-                let _ = done.send(closing.abandoned);
-            }
-        }
-        ctx.stop();
-    }
-}
-
-/// An `UnboundedReceiver` as a `Stream` (tokio-stream's wrapper, without the dependency).
-fn tokio_stream_from<T>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 impl Actor for NsqdConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let answers = self.answers.clone();
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
+            answers.borrow_mut().poll_recv(cx)
+        }));
         match self.phase {
             Phase::Connecting => {
                 let delay = std::mem::take(&mut self.next_delay);
@@ -503,20 +220,14 @@ impl Actor for NsqdConnection {
 }
 
 impl Supervised for NsqdConnection {
-    fn restarting(&mut self, _: &mut Self::Context) {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
         // The old context's streams and futures are gone; so is everything tied to the link.
         if let Some(link) = self.link.take() {
-            self.leave_flow(&link);
+            self.release_link(&link, ctx);
         }
-        self.counters
-            .connected
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .rdy
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .in_flight
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.counters.connected.store(false, Relaxed);
+        self.counters.rdy.store(0, Relaxed);
+        self.counters.in_flight.store(0, Relaxed);
         self.fail_waiters(&Error::Disconnected);
     }
 }
@@ -574,6 +285,24 @@ impl Handler<Ping> for NsqdConnection {
             Phase::Connected => self.write(&Command::Nop, ctx),
             Phase::Closing | Phase::Closed => Err(Error::Stopped),
             Phase::Connecting | Phase::GaveUp => Err(Error::NotConnected),
+        }
+    }
+}
+
+/// A lost link's `msg_timeout` has passed: nsqd has requeued whatever it still had in flight,
+/// so its flow-control slots are released even if its handlers never answer.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct ForgetLink(u64);
+
+impl Handler<ForgetLink> for NsqdConnection {
+    type Result = ();
+
+    fn handle(&mut self, ForgetLink(gen): ForgetLink, _: &mut Self::Context) {
+        if let (Some(flow_link), Some(subscription)) =
+            (self.lost_links.remove(&gen), &self.subscription)
+        {
+            subscription.flow.disconnected(flow_link);
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The way back from a [`Delivery`](crate::Delivery) to the connection that delivered it.
 //!
-//! Each link (one successful handshake) gets its own channel. The receiving end is a stream of
-//! the connection actor's context, so when the link dies the receiver goes with it and every
-//! answer still pending fails with [`Error::ConnectionLost`]: an id is only valid on the
-//! connection that delivered it (nsqd: "client does not own message").
+//! An id is only valid on the link that delivered it (nsqd: "client does not own message"), so
+//! each link gets its own responder. When the link dies the responder is killed: later answers
+//! fail with [`Error::ConnectionLost`]. They still reach the connection actor, through the
+//! channel it keeps for its whole life, so that the flow policy can release the slots the lost
+//! link's messages held.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use tokio::sync::mpsc;
 
@@ -21,19 +25,32 @@ pub(crate) struct Answer {
     pub(crate) id: MessageId,
     pub(crate) action: Action,
     pub(crate) attempts: u32,
+    /// The link that delivered the message.
+    pub(crate) gen: u64,
 }
 
+/// One link's way back. All links of a connection share the channel (unbounded is safe:
+/// answers are bounded by the messages in flight, which RDY bounds).
 pub(crate) struct NsqResponder {
     tx: mpsc::UnboundedSender<Answer>,
     addr: Arc<str>,
+    gen: u64,
+    alive: AtomicBool,
 }
 
 impl NsqResponder {
-    /// A responder and the stream of answers it produces. Unbounded is safe: answers are
-    /// bounded by the messages in flight, which RDY bounds.
-    pub(crate) fn channel(addr: Arc<str>) -> (Arc<Self>, mpsc::UnboundedReceiver<Answer>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { tx, addr }), rx)
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Answer>, addr: Arc<str>, gen: u64) -> Arc<Self> {
+        Arc::new(Self {
+            tx,
+            addr,
+            gen,
+            alive: AtomicBool::new(true),
+        })
+    }
+
+    /// The link died: later answers fail with `ConnectionLost`.
+    pub(crate) fn kill(&self) {
+        self.alive.store(false, Ordering::Release);
     }
 }
 
@@ -42,14 +59,23 @@ impl Respond for NsqResponder {
         let DeliveryId::Nsq(id) = meta.id else {
             return Err(Error::Handler("not an NSQ message".into()));
         };
-        self.tx
-            .send(Answer {
-                id,
-                action,
-                attempts: meta.attempts,
-            })
-            .map_err(|_| Error::ConnectionLost {
-                addr: self.addr.to_string(),
-            })
+        let lost = || Error::ConnectionLost {
+            addr: self.addr.to_string(),
+        };
+        let answer = Answer {
+            id,
+            action,
+            attempts: meta.attempts,
+            gen: self.gen,
+        };
+        if self.alive.load(Ordering::Acquire) {
+            return self.tx.send(answer).map_err(|_| lost());
+        }
+        // Too late for nsqd, but the connection still counts the message as done, to free its
+        // flow-control slot.
+        if action != Action::Touch {
+            let _ = self.tx.send(answer);
+        }
+        Err(lost())
     }
 }

@@ -23,6 +23,9 @@ pub(crate) trait Flow {
     fn connected(&self, conn: Addr<NsqdConnection>, max_rdy: u32) -> (LinkId, Option<u32>);
     /// The link is gone, with its RDY and its in-flight messages.
     fn disconnected(&self, link: LinkId);
+    /// The link is gone but its handlers still work on what it delivered: its in-flight
+    /// messages keep their slots until each is `done` (or `disconnected` is called).
+    fn lost(&self, link: LinkId);
     /// A message arrived; returns a new RDY for this link, if it changes.
     fn received(&self, link: LinkId) -> Option<u32>;
     /// A message was answered; called before the FIN/REQ is written. Returns a new RDY for

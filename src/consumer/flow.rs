@@ -159,6 +159,12 @@ impl Flow for FlowCore {
         self.apply(actions, None);
     }
 
+    fn lost(&self, link: LinkId) {
+        self.links.borrow_mut().remove(&link);
+        let actions = self.policy.borrow_mut().lost(ConnId(link), Instant::now());
+        self.apply(actions, None);
+    }
+
     fn received(&self, link: LinkId) -> Option<u32> {
         let actions = self
             .policy

@@ -34,6 +34,13 @@ const MINUTE: Duration = Duration::from_secs(60);
 #[non_exhaustive]
 pub struct FlowControl {
     /// The most messages in flight at once, over all connections; 0 pauses the consumer.
+    ///
+    /// The sum of RDY over the connections never exceeds it, nor do the messages being
+    /// handled, with one exception inherent to NSQ: RDY changes reach nsqd asynchronously, so
+    /// a message nsqd sent just before it read a lowered RDY still arrives (at most one per
+    /// connection whose RDY just dropped). The policy then withholds RDY elsewhere until the
+    /// total is back within bounds. Messages of a lost connection keep their slots while their
+    /// handlers run, so reconnecting never adds to the total.
     pub max_in_flight: u32,
     /// How often RDY is rotated when connections outnumber `max_in_flight`; 1 ms..=5 s and
     /// at most `low_rdy_idle_timeout`.

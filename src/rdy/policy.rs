@@ -90,6 +90,9 @@ struct Conn {
     granted_at: Instant,
     /// The latest of: RDY granted, a message received, a message done.
     last_activity: Instant,
+    /// The link died with messages still being handled: no RDY, but its in-flight messages
+    /// keep their slots until they are done (see [`RdyPolicy::lost`]).
+    lost: bool,
 }
 
 impl Conn {
@@ -159,6 +162,7 @@ impl RdyPolicy {
             ticket,
             granted_at: now,
             last_activity: now,
+            lost: false,
         };
         if self.conns.insert(conn, state).is_some() {
             tracing::warn!(%conn, "connection id reused; its previous state was dropped");
@@ -173,6 +177,25 @@ impl RdyPolicy {
         if self.conns.remove(&conn).is_none() {
             return Vec::new();
         }
+        self.rebalanced(now)
+    }
+
+    /// The link died but its handlers are still working on messages it delivered. Its RDY is
+    /// gone (nsqd will never see another command on it), yet its in-flight messages keep
+    /// occupying their slots until each is reported done, so a reconnected link cannot push
+    /// the number of messages being handled past `max_in_flight`. Call
+    /// [`disconnected`](Self::disconnected) once nsqd has requeued them (after `msg_timeout`),
+    /// so a handler that never answers cannot hold a slot forever.
+    pub(crate) fn lost(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Vec::new();
+        };
+        if c.in_flight == 0 {
+            return self.disconnected(conn, now);
+        }
+        c.rdy = 0;
+        c.max_rdy = 0;
+        c.lost = true;
         self.rebalanced(now)
     }
 
@@ -215,6 +238,9 @@ impl RdyPolicy {
                 c.in_flight -= 1;
             }
             c.last_activity = now;
+            if c.lost && c.in_flight == 0 {
+                self.conns.remove(&conn);
+            }
         }
         // Outcomes count even if the connection is gone: they say how the handler fares.
         let change = self.backoff.signal(outcome.signal(), rng);
@@ -267,7 +293,8 @@ impl RdyPolicy {
     /// `None` when nothing depends on time. Ticking at this interval all the time is fine.
     pub(crate) fn tick_interval(&self) -> Option<Duration> {
         let slots = usize::try_from(self.capacity()).unwrap_or(usize::MAX);
-        (slots > 0 && self.conns.len() > slots).then_some(self.redistribute_interval)
+        let live = self.conns.values().filter(|c| !c.lost).count();
+        (slots > 0 && live > slots).then_some(self.redistribute_interval)
     }
 
     /// The RDY counts as last sent, summed.
@@ -426,9 +453,14 @@ impl RdyPolicy {
         if capacity == 0 {
             return BTreeMap::new();
         }
-        if self.conns.len() <= usize::try_from(capacity).unwrap_or(usize::MAX) {
-            let caps: Vec<(ConnId, u32)> =
-                self.conns.iter().map(|(id, c)| (*id, c.max_rdy)).collect();
+        let live = self.conns.values().filter(|c| !c.lost).count();
+        if live <= usize::try_from(capacity).unwrap_or(usize::MAX) {
+            let caps: Vec<(ConnId, u32)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.lost)
+                .map(|(id, c)| (*id, c.max_rdy))
+                .collect();
             return even_split(capacity, &caps);
         }
         self.rotation_targets(capacity, now)

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::{
-    delivery::{action_for, Action, Delivery, DeliveryId, HandlerResult, Meta, Respond, Watch},
+    delivery::{Action, Delivery, DeliveryId, HandlerResult, Meta, Respond, Watch},
     error::Error,
-    handler::{Handled, HandlerSink},
+    handler::{settle, Handled, HandlerSink},
 };
 
 /// A message to hand to a handler in a test, with no server: the handler's answer is recorded
@@ -173,20 +173,13 @@ impl MockDelivery {
     async fn dispatch(self, sink: HandlerSink) -> Answer {
         let (delivery, watch, recorder) = self.build();
         let handled = sink.dispatch(delivery).await;
-        let action = match &handled {
-            Handled::Returned(result) => action_for(result),
-            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
-                delay: None,
-                backoff: true,
-            },
-        };
-        let _ = watch.apply(action);
-        let outcome = Some(match handled {
+        let outcome = Some(match &handled {
             Handled::Returned(Ok(())) => HandlerOutcome::Ok,
             Handled::Returned(Err(e)) => HandlerOutcome::Err(e.to_string()),
-            Handled::Panicked(message) => HandlerOutcome::Panicked(message),
+            Handled::Panicked(message) => HandlerOutcome::Panicked(message.clone()),
             Handled::Gone => HandlerOutcome::Gone,
         });
+        settle(&watch, handled, "mock", false);
         Answer {
             recorder,
             watch: Some(watch),

@@ -74,6 +74,11 @@ impl Harness {
         self.apply(actions);
     }
 
+    fn lose(&mut self, id: u64) {
+        let actions = self.policy.lost(ConnId(id), self.now);
+        self.apply(actions);
+    }
+
     fn receive(&mut self, id: u64) {
         assert!(
             self.policy.in_flight(ConnId(id)) < self.policy.rdy(ConnId(id)),

@@ -18,6 +18,8 @@ enum Op {
         max_rdy: u32,
     },
     Disconnect(usize),
+    /// The link died while its handlers still work on what it delivered.
+    Lose(usize),
     SetMaxInFlight(u32),
     /// nsqd delivers on this connection if its window is open (a faithful nsqd).
     Receive(usize),
@@ -42,6 +44,7 @@ fn op(late_receives: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1u32..=6).prop_map(|max_rdy| Op::Connect { max_rdy }),
         1 => any::<usize>().prop_map(Op::Disconnect),
+        1 => any::<usize>().prop_map(Op::Lose),
         1 => prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
         8 => any::<usize>().prop_map(Op::Receive),
         late => any::<usize>().prop_map(Op::LateReceive),
@@ -58,6 +61,7 @@ struct ModelConn {
     /// What nsqd was last told.
     rdy: u32,
     in_flight: u32,
+    lost: bool,
 }
 
 /// A consumer's connections as nsqd sees them, driven through the policy.
@@ -141,6 +145,20 @@ impl Model {
                 }
                 None => Vec::new(),
             },
+            Op::Lose(i) => match self.pick(i) {
+                Some(id) => {
+                    let c = self.conns.get_mut(&id).unwrap();
+                    if c.in_flight == 0 {
+                        self.conns.remove(&id);
+                    } else {
+                        c.lost = true;
+                        c.rdy = 0;
+                        c.max_rdy = 0;
+                    }
+                    self.policy.lost(ConnId(id), now)
+                }
+                None => Vec::new(),
+            },
             Op::SetMaxInFlight(n) => {
                 self.max_in_flight = n;
                 self.policy.set_max_in_flight(n, now)
@@ -151,7 +169,7 @@ impl Model {
                     return Ok(());
                 };
                 let c = self.conns.get_mut(&id).unwrap();
-                if c.in_flight >= c.rdy && !late {
+                if c.lost || (c.in_flight >= c.rdy && !late) {
                     return Ok(());
                 }
                 c.in_flight += 1;
@@ -175,6 +193,9 @@ impl Model {
                     return Ok(());
                 }
                 c.in_flight -= 1;
+                if c.lost && c.in_flight == 0 {
+                    self.conns.remove(&id);
+                }
                 self.policy
                     .message_done(ConnId(id), outcome, now, &mut self.rng)
             }
@@ -240,7 +261,12 @@ impl Model {
         // Never stuck: with nothing in flight the whole capacity is handed out, so a backoff
         // always has its test RDY somewhere and a pause always ends.
         if in_flight == 0 && !self.conns.is_empty() {
-            let caps: u64 = self.conns.values().map(|c| u64::from(c.max_rdy)).sum();
+            let caps: u64 = self
+                .conns
+                .values()
+                .filter(|c| !c.lost)
+                .map(|c| u64::from(c.max_rdy))
+                .sum();
             prop_assert_eq!(total_rdy, caps.min(u64::from(capacity)));
         }
         Ok(())

@@ -486,3 +486,41 @@ fn spurious_timer_and_unknown_connections_are_ignored() {
         }]
     );
 }
+
+/// A link dies while two of its messages are still being handled: the reconnected link gets
+/// RDY only as those handlers finish, so no more than `max_in_flight` messages are ever being
+/// handled at once (go-nsq hands the new link its full share at once).
+#[test]
+fn lost_link_keeps_its_slots_until_its_handlers_finish() {
+    let mut h = Harness::new(go_nsq_config(2));
+    h.connect(1);
+    h.receive(1);
+    h.receive(1);
+    h.lose(1);
+    h.connect(2);
+    assert!(h.wire(2).is_empty(), "no slot free yet: {:?}", h.wire(2));
+    h.finish(1);
+    assert_eq!(h.wire(2), ["RDY 1"]);
+    h.finish(1);
+    assert_eq!(h.wire(2), ["RDY 1", "RDY 2"]);
+    assert_eq!(
+        h.wire(1),
+        ["RDY 2", "FIN", "FIN"],
+        "nothing is sent to the lost link"
+    );
+    assert_eq!(h.policy.total_rdy(), 2);
+}
+
+/// Handlers that never answer hold a lost link's slots only until `disconnected`, which the
+/// actor calls once nsqd has requeued those messages (after `msg_timeout`).
+#[test]
+fn disconnected_releases_a_lost_links_slots() {
+    let mut h = Harness::new(go_nsq_config(3));
+    h.connect(1);
+    h.receive(1);
+    h.lose(1);
+    h.connect(2);
+    assert_eq!(h.wire(2), ["RDY 2"]);
+    h.disconnect(1);
+    assert_eq!(h.wire(2), ["RDY 2", "RDY 3"]);
+}
