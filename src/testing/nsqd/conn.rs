@@ -4,8 +4,7 @@
 //!
 //! The stream is a boxed `AsyncRead + AsyncWrite`, split in two halves; after the IDENTIFY
 //! reply both halves are put back together so that [`upgrade_stream`] can wrap the socket
-//! (TLS, then snappy or deflate) with the transport layer's wrappers, exactly where nsqd
-//! upgrades it.
+//! (TLS, then snappy or deflate), exactly where nsqd upgrades it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,17 +25,11 @@ use tokio_util::codec::FramedRead;
 use super::{
     broker::new_client_entry,
     identify::{ClientSettings, Upgrades},
-    record::{ClientId, ClientInfo, RecordedCommand},
+    record::{ClientId, RecordedCommand},
     server::{Shared, Signals},
+    upgrade::upgrade_stream,
 };
-use crate::{
-    protocol::{ErrorCode, Frame, Inbound, Response, ServerCodec, ServerError, MAGIC_V2},
-    transport::{DeflateStream, Rewind, SnappyStream},
-};
-
-/// How long the TLS handshake may take (`clientV2.UpgradeTLS` sets a 5 s deadline); the
-/// `OK` after each upgrade gets as long.
-const UPGRADE_DEADLINE: Duration = Duration::from_secs(5);
+use crate::protocol::{ErrorCode, Frame, Inbound, Response, ServerCodec, ServerError, MAGIC_V2};
 
 /// Anything a connection can run over: a TCP socket, or one wrapped in TLS or compression.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -294,77 +287,6 @@ impl Conn {
             self.settings.heartbeat,
         );
         Ok(())
-    }
-}
-
-/// Upgrades the stream as nsqd's `IDENTIFY` does: TLS first, then snappy or deflate, each
-/// followed by an `OK` frame written over the upgraded stream (so the `OK` after TLS is
-/// encrypted but not compressed). `buffered` holds bytes the client sent after IDENTIFY
-/// that were already read (a TLS ClientHello, or compressed commands) and are replayed to
-/// the first new layer. Each upgrade shows in [`ClientInfo`] before its `OK` goes out, so a
-/// client that read the `OK` finds it there.
-async fn upgrade_stream(
-    io: BoxIo,
-    buffered: BytesMut,
-    upgrades: Upgrades,
-    shared: &Shared,
-    id: ClientId,
-) -> Result<BoxIo, String> {
-    let mut io: BoxIo = if buffered.is_empty() {
-        io
-    } else {
-        Box::new(Rewind::new(buffered, io))
-    };
-    if upgrades.tls {
-        let acceptor = shared
-            .opts
-            .tls_acceptor
-            .as_ref()
-            .ok_or("TLS is not configured")?;
-        let tls = tokio::time::timeout(UPGRADE_DEADLINE, acceptor.accept(io))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let version = tls.get_ref().1.protocol_version();
-        tracing::debug!(client = %id, ?version, "upgraded to TLS");
-        io = Box::new(tls);
-        update_info(shared, id, |info| info.tls = true);
-        write_ok(&mut io).await?;
-    }
-    if upgrades.snappy {
-        tracing::debug!(client = %id, "upgrading to snappy");
-        io = Box::new(SnappyStream::new(io));
-        update_info(shared, id, |info| info.snappy = true);
-        write_ok(&mut io).await?;
-    }
-    if let Some(level) = upgrades.deflate {
-        tracing::debug!(client = %id, level, "upgrading to deflate");
-        io = Box::new(DeflateStream::new(io, level));
-        update_info(shared, id, |info| {
-            info.deflate = true;
-            info.deflate_level = level;
-        });
-        write_ok(&mut io).await?;
-    }
-    Ok(io)
-}
-
-fn update_info(shared: &Shared, id: ClientId, update: impl FnOnce(&mut ClientInfo)) {
-    if let Some(client) = shared.broker().client_mut(id) {
-        update(&mut client.info);
-    }
-}
-
-async fn write_ok(io: &mut BoxIo) -> Result<(), String> {
-    let ok = Frame::Response(Response::Ok).to_bytes();
-    let write = async {
-        io.write_all(&ok).await?;
-        io.flush().await
-    };
-    match tokio::time::timeout(UPGRADE_DEADLINE, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("write deadline".to_owned()),
     }
 }
 

@@ -9,6 +9,7 @@ mod identify;
 mod options;
 mod record;
 mod server;
+mod upgrade;
 
 use std::{
     net::SocketAddr,
@@ -29,8 +30,6 @@ use server::{Control, Shared};
 use crate::{
     error::{BodyError, Error},
     protocol::{Channel, Frame, MessageId, Topic},
-    testing::certs,
-    transport::TlsConfig,
 };
 
 /// How long a control request (stop, restart, ...) may take before the handle gives up.
@@ -119,42 +118,6 @@ impl TestNsqd {
     /// The TCP address clients connect to (the same port across [`restart`](Self::restart)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// TLS settings that trust the test server (started with
-    /// [`tls(true)`](TestNsqdBuilder::tls)) and nothing else: the test CA
-    /// ([`certs::CA_PEM`]) as the only root, the built-in roots off. The certificate is
-    /// valid for `127.0.0.1`, `::1` and `localhost`, so [`addr`](Self::addr) verifies as is.
-    ///
-    /// ```no_run
-    /// # fn main() -> Result<(), actix_nsq::Error> {
-    /// use actix_nsq::{testing::TestNsqd, ConnectionConfig};
-    ///
-    /// let nsqd = TestNsqd::builder().tls(true).start()?;
-    /// let config = ConnectionConfig::new().tls(TestNsqd::tls_config()).snappy(true);
-    /// // ... Producer::builder().nsqd(nsqd.addr().to_string()).connection(config) ...
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn tls_config() -> TlsConfig {
-        let only_test_ca = TlsConfig::new().built_in_roots(false);
-        // The CA is a constant checked by the tests; should it ever fail to parse, a config
-        // trusting nothing fails every handshake, which is the safe way to be wrong.
-        only_test_ca
-            .clone()
-            .add_root_certificate_pem(certs::CA_PEM)
-            .unwrap_or(only_test_ca)
-    }
-
-    /// [`tls_config`](Self::tls_config) that also presents the test client certificate
-    /// ([`certs::CLIENT_CERT_PEM`]), as a server with
-    /// [`tls_client_auth(true)`](TestNsqdBuilder::tls_client_auth) requires.
-    pub fn tls_config_with_client_cert() -> TlsConfig {
-        let server_only = Self::tls_config();
-        server_only
-            .clone()
-            .client_certificate_pem(certs::CLIENT_CERT_PEM, certs::CLIENT_KEY_PEM)
-            .unwrap_or(server_only)
     }
 
     fn request(
