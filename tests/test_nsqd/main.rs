@@ -6,4 +6,6 @@ mod faults;
 mod layers;
 mod protocol;
 mod raw;
+mod upgrades_client;
+mod upgrades_consume;
 mod upgrades_raw;

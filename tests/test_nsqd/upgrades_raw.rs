@@ -113,7 +113,7 @@ fn asking_for_both_compressions_is_fatal() {
 }
 
 /// A JSON frame followed by a complete snappy stream identifier and first chunk.
-fn json_then_snappy_chunk(buf: &[u8]) -> bool {
+pub(crate) fn json_then_snappy_chunk(buf: &[u8]) -> bool {
     let Some(rest) = past_first_frame(buf) else {
         return false;
     };
@@ -125,7 +125,7 @@ fn json_then_snappy_chunk(buf: &[u8]) -> bool {
     chunk.len() >= 4 + len
 }
 
-fn past_first_frame(buf: &[u8]) -> Option<&[u8]> {
+pub(crate) fn past_first_frame(buf: &[u8]) -> Option<&[u8]> {
     let size = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
     buf.get(4 + size..)
 }
