@@ -28,8 +28,12 @@ const UPGRADE_DEADLINE: Duration = Duration::from_secs(5);
 /// followed by an `OK` frame written over the upgraded stream (so the `OK` after TLS is
 /// encrypted but not compressed). `buffered` holds bytes the client sent after IDENTIFY
 /// that were already read (a TLS ClientHello, or compressed commands) and are replayed to
-/// the first new layer. Each upgrade shows in [`ClientInfo`] before its `OK` goes out, so a
-/// client that read the `OK` finds it there.
+/// the first new layer. Here the test server is kinder than nsqd, whose upgrades wrap the
+/// bare `net.Conn` and so drop whatever its `bufio.Reader` had already read: a client must
+/// not send before the reply, and one that does works here but hangs against nsqd.
+///
+/// Each upgrade shows in [`ClientInfo`] before its `OK` goes out, so a client that read the
+/// `OK` finds it there.
 pub(super) async fn upgrade_stream(
     io: BoxIo,
     buffered: BytesMut,
