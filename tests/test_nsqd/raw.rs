@@ -89,6 +89,12 @@ impl Raw {
             tls.complete_io(&mut self.stream)
                 .map_err(|e| format!("tls: {e}"))?;
         }
+        // When the leftover held the server's whole flight, the handshake finished above
+        // with our Finished still queued.
+        while tls.wants_write() {
+            tls.write_tls(&mut self.stream)
+                .map_err(|e| format!("tls: {e}"))?;
+        }
         let plain = layers::drain_plaintext(&mut tls)?;
         self.layers.tls = Some(tls);
         self.layers.decompress(&plain, &mut self.buf)

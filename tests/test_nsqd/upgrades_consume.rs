@@ -3,7 +3,10 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use actix_nsq::{testing::TestNsqd, ConnectionConfig, Consumer, Delivery};
+use actix_nsq::{
+    testing::{ClientInfo, TestNsqd},
+    ConnectionConfig, Consumer, Delivery,
+};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -90,18 +93,14 @@ fn raw_over_snappy_alone() {
     raw_receives_everything(json!({"snappy": true}));
 }
 
-#[actix_rt::test]
-async fn consumer_over_tls_and_snappy() {
+/// A [`Consumer`] with `config` gets every message once and finishes it.
+async fn consumer_receives_everything(config: ConnectionConfig) -> ClientInfo {
     let nsqd = TestNsqd::builder().tls(true).start().unwrap();
     let expected = publish_all(&nsqd, "consumed");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = Consumer::builder("consumed", "ch")
         .nsqd(nsqd.addr().to_string())
-        .connection(
-            ConnectionConfig::new()
-                .tls(TestNsqd::tls_config())
-                .snappy(true),
-        )
+        .connection(config)
         .max_in_flight(200)
         .handler_fn(move |delivery: Delivery| {
             let tx = tx.clone();
@@ -131,6 +130,25 @@ async fn consumer_over_tls_and_snappy() {
         .await;
     assert!(finished);
     let info = nsqd.clients().into_iter().next().unwrap();
-    assert!(info.tls && info.snappy);
     consumer.stop_within(Duration::from_secs(5)).await;
+    info
+}
+
+#[actix_rt::test]
+async fn consumer_over_tls_and_snappy() {
+    let config = ConnectionConfig::new()
+        .tls(TestNsqd::tls_config())
+        .snappy(true);
+    let info = consumer_receives_everything(config).await;
+    assert!(info.tls && info.snappy);
+}
+
+#[actix_rt::test]
+async fn consumer_over_tls_and_deflate() {
+    let config = ConnectionConfig::new()
+        .tls(TestNsqd::tls_config())
+        .deflate(6);
+    let info = consumer_receives_everything(config).await;
+    assert!(info.tls && info.deflate);
+    assert_eq!(info.deflate_level, 6);
 }
