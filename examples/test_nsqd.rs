@@ -7,6 +7,11 @@
 //! It serves any NSQ client (go-nsq, pynsq, this crate) over TCP as nsqd v1.3 would, keeps
 //! everything in memory, and runs until Ctrl-C. `RUST_LOG=actix_nsq=debug` shows what
 //! clients do.
+//!
+//! `--tls` serves TLS with the crate's test certificates: clients trust
+//! `src/testing/certs/ca.pem` and, with `--tls-client-auth`, present
+//! `src/testing/certs/client.pem` with `client.key`. Those keys are public: never use this
+//! for anything but local tests.
 
 #![allow(clippy::print_stdout)]
 
@@ -93,6 +98,24 @@ struct Args {
     /// How often timed-out and deferred messages are looked for.
     #[arg(long, default_value = "100ms", value_parser = go_duration)]
     queue_scan_interval: Duration,
+    /// Offer TLS to clients that ask, with the test certificate (signed by the test CA).
+    #[arg(long)]
+    tls: bool,
+    /// Refuse every command but IDENTIFY until the client upgraded to TLS (implies --tls).
+    #[arg(long)]
+    tls_required: bool,
+    /// Require a client certificate signed by the test CA (implies --tls-required).
+    #[arg(long)]
+    tls_client_auth: bool,
+    /// Do not grant snappy compression.
+    #[arg(long)]
+    no_snappy: bool,
+    /// Do not grant deflate compression.
+    #[arg(long)]
+    no_deflate: bool,
+    /// Highest deflate level granted (1-9); clients asking for more get this.
+    #[arg(long, default_value_t = TestNsqdBuilder::DEFAULT_MAX_DEFLATE_LEVEL)]
+    max_deflate_level: i64,
 }
 
 #[tokio::main]
@@ -116,7 +139,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .client_timeout(args.client_timeout)
         .max_channel_consumers(args.max_channel_consumers)
         .queue_scan_interval(args.queue_scan_interval)
-        .record_commands(args.record_commands);
+        .record_commands(args.record_commands)
+        .tls(args.tls || args.tls_required || args.tls_client_auth)
+        .tls_required(args.tls_required || args.tls_client_auth)
+        .tls_client_auth(args.tls_client_auth)
+        .snappy(!args.no_snappy)
+        .deflate(!args.no_deflate)
+        .max_deflate_level(args.max_deflate_level);
     if let Some(secret) = args.auth_secret {
         builder = builder.auth_secret(secret);
     }
@@ -126,6 +155,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         actix_nsq::testing::NSQD_VERSION,
         nsqd.addr()
     );
+    if args.tls || args.tls_required || args.tls_client_auth {
+        let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testing/certs");
+        println!("TLS: trust {certs}/ca.pem");
+        if args.tls_client_auth {
+            println!("TLS: client certificate required: {certs}/client.pem, {certs}/client.key");
+        }
+    }
     tokio::signal::ctrl_c().await?;
     for topic in nsqd.stats() {
         let channels: Vec<_> = topic
@@ -156,5 +192,24 @@ mod tests {
         assert_eq!(go_duration("0"), Ok(Duration::ZERO));
         assert!(go_duration("10").is_err());
         assert!(go_duration("5d").is_err());
+    }
+
+    #[test]
+    fn tls_flags_parse_like_nsqd_switches() {
+        let args = Args::parse_from([
+            "test_nsqd",
+            "--tls-client-auth",
+            "--no-snappy",
+            "--max-deflate-level",
+            "3",
+        ]);
+        assert!(args.tls_client_auth && !args.tls && !args.tls_required);
+        assert!(args.no_snappy && !args.no_deflate);
+        assert_eq!(args.max_deflate_level, 3);
+        let defaults = Args::parse_from(["test_nsqd"]);
+        assert_eq!(
+            defaults.max_deflate_level,
+            TestNsqdBuilder::DEFAULT_MAX_DEFLATE_LEVEL
+        );
     }
 }

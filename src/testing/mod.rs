@@ -7,8 +7,10 @@
 //! (frames, `E_*` errors and their texts, which errors close the connection, the client state
 //! machine, RDY windows, timeouts, deferred messages), records every command clients send,
 //! and injects faults on demand (closed and half-open connections, slow frames, refused
-//! connections, graceful stop, kill, restart on the same port, lying frames).
+//! connections, graceful stop, kill, restart on the same port, lying frames). It negotiates
+//! TLS (with the test certificates in [`certs`]), snappy and deflate as nsqd does.
 
+pub mod certs;
 mod mock;
 mod nsqd;
 

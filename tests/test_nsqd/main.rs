@@ -1,7 +1,11 @@
 //! The in-process test nsqd against raw protocol clients: nsqd's own protocol tests, ported,
-//! plus recording and fault injection.
+//! plus recording, fault injection and connection upgrades (TLS, snappy, deflate).
 
 mod delivery;
 mod faults;
+mod layers;
 mod protocol;
 mod raw;
+mod upgrades_client;
+mod upgrades_consume;
+mod upgrades_raw;

@@ -1,5 +1,6 @@
 //! A raw, blocking NSQ client for driving the test nsqd byte by byte, like nsqd's own
-//! `protocol_v2_test.go` does with `net.Conn`.
+//! `protocol_v2_test.go` does with `net.Conn`, upgraded to TLS, snappy or deflate on demand
+//! (see `layers.rs`).
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -11,16 +12,21 @@ use actix_nsq::protocol::{
     Command, ErrorCode, Frame, Message, MessageId, NsqCodec, Response, Topic, MAGIC_V2,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use rustls::ClientConnection;
 use serde_json::{json, Value};
 use tokio_util::codec::Decoder;
+
+use crate::layers::{self, Layers};
 
 /// Generous: assertions wait for events, never for a tight duration.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 pub(crate) struct Raw {
     stream: TcpStream,
+    /// Frame bytes: what came out of the layers, not yet decoded.
     buf: BytesMut,
     codec: NsqCodec,
+    pub(crate) layers: Layers,
 }
 
 /// What a read produced.
@@ -29,6 +35,8 @@ pub(crate) enum Got {
     Frame(Frame),
     Eof,
     Nothing,
+    /// A layer refused what arrived (a TLS alert, corrupt compression).
+    Broken(String),
 }
 
 impl Raw {
@@ -46,11 +54,124 @@ impl Raw {
             stream,
             buf: BytesMut::new(),
             codec: NsqCodec::default(),
+            layers: Layers::default(),
         }
     }
 
+    /// Sends frame bytes through the layers.
     pub(crate) fn send_bytes(&mut self, bytes: &[u8]) {
+        let wire = self.layers.encode(bytes);
+        self.stream.write_all(&wire).unwrap();
+    }
+
+    /// Sends bytes straight to the socket, past the layers.
+    pub(crate) fn send_wire(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The TLS handshake, after an IDENTIFY reply that granted `tls_v1`.
+    pub(crate) fn upgrade_tls(&mut self, client_cert: bool) -> Result<(), String> {
+        self.finish_tls(layers::tls_client(client_cert))
+    }
+
+    /// Completes a TLS handshake whose ClientHello may already have been sent; bytes read
+    /// past the last frame are the server's side of the handshake.
+    pub(crate) fn finish_tls(&mut self, mut tls: ClientConnection) -> Result<(), String> {
+        let leftover = self.buf.split();
+        let mut leftover = &leftover[..];
+        while !leftover.is_empty() {
+            tls.read_tls(&mut leftover)
+                .map_err(|e| format!("tls: {e}"))?;
+            tls.process_new_packets().map_err(|e| format!("tls: {e}"))?;
+        }
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut self.stream)
+                .map_err(|e| format!("tls: {e}"))?;
+        }
+        // When the leftover held the server's whole flight, the handshake finished above
+        // with our Finished still queued.
+        while tls.wants_write() {
+            tls.write_tls(&mut self.stream)
+                .map_err(|e| format!("tls: {e}"))?;
+        }
+        let plain = layers::drain_plaintext(&mut tls)?;
+        self.layers.tls = Some(tls);
+        self.layers.decompress(&plain, &mut self.buf)
+    }
+
+    /// Snappy from here on; bytes already read past the last frame are snappy's.
+    pub(crate) fn upgrade_snappy(&mut self) {
+        let leftover = self.buf.split();
+        self.layers.start_snappy();
+        self.layers.decompress(&leftover, &mut self.buf).unwrap();
+    }
+
+    /// Deflate from here on; bytes already read past the last frame are deflate's.
+    pub(crate) fn upgrade_deflate(&mut self) {
+        let leftover = self.buf.split();
+        self.layers.start_deflate();
+        self.layers.decompress(&leftover, &mut self.buf).unwrap();
+    }
+
+    /// Reads from the socket, without decoding frames, until `done` holds for what was
+    /// read. Before any upgrade that is the bytes as they came over the wire.
+    pub(crate) fn read_until(&mut self, done: impl Fn(&[u8]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.buf) {
+            assert!(
+                Instant::now() < deadline,
+                "still waiting after {:?}",
+                self.buf
+            );
+            match self.read_once(deadline) {
+                Some(Ok(())) => {}
+                other => panic!("got {other:?}, still waiting after {:?}", self.buf),
+            }
+        }
+    }
+
+    /// Bytes read past the last decoded frame.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads until the server closes the connection; returns what came meanwhile (through
+    /// the layers), undecoded.
+    pub(crate) fn read_to_eof(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            assert!(Instant::now() < deadline, "connection still open");
+            match self.read_once(deadline) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => panic!("{e}"),
+                None => return self.buf.split().to_vec(),
+            }
+        }
+    }
+
+    /// One read from the socket through the layers before `deadline` (nothing read once it
+    /// passed): `None` on EOF.
+    fn read_once(&mut self, deadline: Instant) -> Option<Result<(), String>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(Ok(()));
+        }
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => None,
+            Ok(n) => Some(self.layers.decode(&chunk[..n], &mut self.buf).map(|reply| {
+                if !reply.is_empty() {
+                    let _ = self.stream.write_all(&reply);
+                }
+            })),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Some(Ok(()))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("read failed: {e}"),
+        }
     }
 
     pub(crate) fn send(&mut self, command: &Command) {
@@ -76,18 +197,13 @@ impl Raw {
             if let Some(frame) = self.codec.decode(&mut self.buf).unwrap() {
                 return Got::Frame(frame);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 return Got::Nothing;
             }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 64 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Got::Eof,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Got::Eof,
-                Err(e) => panic!("read failed: {e}"),
+            match self.read_once(deadline) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Got::Broken(e),
+                None => return Got::Eof,
             }
         }
     }

@@ -27,6 +27,7 @@ use super::{
     identify::{ClientSettings, Upgrades},
     record::{ClientId, RecordedCommand},
     server::{Shared, Signals},
+    upgrade::upgrade_stream,
 };
 use crate::protocol::{ErrorCode, Frame, Inbound, Response, ServerCodec, ServerError, MAGIC_V2};
 
@@ -282,7 +283,7 @@ impl Conn {
             return Err("stream halves do not match".to_owned());
         }
         let io = read.io.unsplit(parts.io);
-        let io = upgrade_stream(io, read.read_buf.freeze(), upgrades, &self.shared).await?;
+        let io = upgrade_stream(io, read.read_buf, upgrades, &self.shared, self.id).await?;
         self.tls |= upgrades.tls;
         let (read_half, write_half) = tokio::io::split(io);
         self.reader = FramedRead::new(read_half, ServerCodec::default());
@@ -295,26 +296,6 @@ impl Conn {
         );
         Ok(())
     }
-}
-
-/// THE place where connection upgrades plug in, as nsqd's `IDENTIFY` does them: TLS first,
-/// then snappy or deflate, each followed by an `OK` frame written over the upgraded stream
-/// (so the `OK` after TLS is encrypted but not compressed). `buffered` holds bytes the client
-/// sent after IDENTIFY that were already read (a TLS ClientHello, say) and must be replayed
-/// to the new layer first.
-///
-/// Until the transport layer provides the wrappers, IDENTIFY never negotiates an upgrade
-/// ([`Upgrades::SUPPORTED`]), so this is not reached.
-async fn upgrade_stream(
-    io: BoxIo,
-    buffered: Bytes,
-    upgrades: Upgrades,
-    shared: &Shared,
-) -> Result<BoxIo, String> {
-    let _ = (io, buffered, &shared.opts);
-    Err(format!(
-        "connection upgrade {upgrades:?} is not supported yet"
-    ))
 }
 
 fn placeholder_reader() -> FramedRead<ReadHalf<BoxIo>, ServerCodec> {

@@ -44,33 +44,18 @@ pub(super) struct ClientSettings {
     pub(super) msg_timeout: Duration,
 }
 
-/// What a connection upgrades to after the IDENTIFY reply.
+/// What a connection upgrades to after the IDENTIFY reply, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Upgrades {
     pub(super) tls: bool,
     pub(super) snappy: bool,
-    pub(super) deflate: Option<i64>,
+    /// Deflate at this level (1..=9).
+    pub(super) deflate: Option<u32>,
 }
 
 impl Upgrades {
-    /// What the connection layer can do today: nothing until the transport wrappers land
-    /// (see `conn::upgrade_stream`), so IDENTIFY advertises none of them.
-    pub(super) const SUPPORTED: Upgrades = Upgrades {
-        tls: false,
-        snappy: false,
-        deflate: None,
-    };
-
     pub(super) fn any(&self) -> bool {
         self.tls || self.snappy || self.deflate.is_some()
-    }
-
-    fn supported_only(self) -> Self {
-        Self {
-            tls: self.tls && Self::SUPPORTED.tls,
-            snappy: self.snappy && Self::SUPPORTED.snappy,
-            deflate: self.deflate.filter(|_| Self::SUPPORTED.deflate.is_some()),
-        }
     }
 }
 
@@ -134,9 +119,10 @@ impl ClientSettings {
     }
 }
 
-/// The upgrades nsqd would negotiate and the deflate level it reports.
+/// The upgrades nsqd negotiates and the deflate level it reports (even without deflate:
+/// the default 6, clamped to `--max-deflate-level`).
 fn negotiate(opts: &Options, data: &IdentifyData) -> Result<(Upgrades, i64), String> {
-    let tls = opts.tls && data.tls_v1;
+    let tls = opts.tls_acceptor.is_some() && data.tls_v1;
     let deflate = opts.deflate && data.deflate;
     let mut level = 6;
     if deflate && data.deflate_level > 0 {
@@ -147,10 +133,12 @@ fn negotiate(opts: &Options, data: &IdentifyData) -> Result<(Upgrades, i64), Str
     if deflate && snappy {
         return Err("cannot enable both deflate and snappy compression".to_owned());
     }
+    // `max_deflate_level` is validated to 1..=9 and a request only counts when positive.
+    let deflate_level = u32::try_from(level).map_err(|_| format!("deflate level {level}"))?;
     let upgrades = Upgrades {
         tls,
         snappy,
-        deflate: deflate.then_some(level),
+        deflate: deflate.then_some(deflate_level),
     };
     Ok((upgrades, level))
 }
@@ -188,7 +176,6 @@ impl Conn {
         }
         let (upgrades, deflate_level) =
             negotiate(opts, &data).map_err(|e| fatal(ErrorCode::IdentifyFailed, e))?;
-        let upgrades = upgrades.supported_only();
         let response = IdentifyResponse {
             max_rdy_count: opts.max_rdy_count,
             version: NSQD_VERSION.to_owned(),
@@ -330,6 +317,43 @@ mod tests {
             .contains("both deflate and snappy"));
         let (up, level) = negotiate(&opts, &data(r#"{"deflate":true,"deflate_level":9}"#)).unwrap();
         assert_eq!((up.deflate, level), (Some(6), 6));
-        assert!(!up.supported_only().any());
+        let (up, level) = negotiate(&opts, &data(r#"{"deflate":true,"deflate_level":2}"#)).unwrap();
+        assert_eq!((up.deflate, level), (Some(2), 2));
+        let (up, level) =
+            negotiate(&opts, &data(r#"{"deflate":true,"deflate_level":-3}"#)).unwrap();
+        assert_eq!((up.deflate, level), (Some(6), 6));
+        let (up, _) = negotiate(&opts, &data(r#"{"snappy":true}"#)).unwrap();
+        assert!(up.snappy && !up.tls && up.deflate.is_none());
+    }
+
+    #[test]
+    fn a_disabled_compression_is_not_granted_and_not_a_conflict() {
+        let opts = TestNsqd::builder().snappy(false).into_options();
+        let both = data(r#"{"snappy":true,"deflate":true,"deflate_level":1}"#);
+        let (up, level) = negotiate(&opts, &both).unwrap();
+        assert_eq!((up.snappy, up.deflate, level), (false, Some(1), 1));
+        let opts = TestNsqd::builder().deflate(false).into_options();
+        let (up, level) = negotiate(&opts, &both).unwrap();
+        // Without deflate nsqd reports its default level, whatever was asked for.
+        assert_eq!((up.snappy, up.deflate, level), (true, None, 6));
+    }
+
+    #[test]
+    fn the_level_is_clamped_to_max_deflate_level() {
+        let opts = TestNsqd::builder().max_deflate_level(3).into_options();
+        let (up, level) = negotiate(&opts, &data(r#"{"deflate":true,"deflate_level":9}"#)).unwrap();
+        assert_eq!((up.deflate, level), (Some(3), 3));
+        let (up, level) = negotiate(&opts, &data(r#"{"deflate":false}"#)).unwrap();
+        assert_eq!((up.deflate, level), (None, 3));
+    }
+
+    #[test]
+    fn tls_only_when_asked_for_and_configured() {
+        let with_tls = TestNsqd::builder().tls(true).into_options();
+        let without = TestNsqd::builder().into_options();
+        let asked = data(r#"{"tls_v1":true}"#);
+        assert!(negotiate(&with_tls, &asked).unwrap().0.tls);
+        assert!(!negotiate(&with_tls, &data("{}")).unwrap().0.tls);
+        assert!(!negotiate(&without, &asked).unwrap().0.tls);
     }
 }

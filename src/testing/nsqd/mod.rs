@@ -9,6 +9,7 @@ mod identify;
 mod options;
 mod record;
 mod server;
+mod upgrade;
 
 use std::{
     net::SocketAddr,

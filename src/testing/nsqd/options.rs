@@ -6,8 +6,10 @@ use std::{
     time::Duration,
 };
 
+use tokio_rustls::TlsAcceptor;
+
 use super::TestNsqd;
-use crate::error::Error;
+use crate::{error::Error, testing::certs, transport::server_acceptor};
 
 /// The version the test nsqd reports in its IDENTIFY reply (`internal/version`).
 pub const NSQD_VERSION: &str = "1.3.0";
@@ -41,6 +43,9 @@ pub(crate) struct Options {
     pub(crate) tls: bool,
     pub(crate) tls_required: bool,
     pub(crate) tls_client_auth: bool,
+    /// Built from the test certificates when `tls` is on: nsqd's `tlsConfig`, whose presence
+    /// is what IDENTIFY checks before offering `tls_v1`.
+    pub(crate) tls_acceptor: Option<TlsAcceptor>,
     pub(crate) snappy: bool,
     pub(crate) deflate: bool,
     pub(crate) max_deflate_level: i64,
@@ -120,6 +125,7 @@ impl TestNsqdBuilder {
                 tls: false,
                 tls_required: false,
                 tls_client_auth: false,
+                tls_acceptor: None,
                 snappy: true,
                 deflate: true,
                 max_deflate_level: Self::DEFAULT_MAX_DEFLATE_LEVEL,
@@ -239,7 +245,9 @@ impl TestNsqdBuilder {
         self
     }
 
-    /// Offer TLS (`--tls-cert`/`--tls-key` with the test certificates).
+    /// Offer TLS to clients that ask for it in IDENTIFY (`--tls-cert`/`--tls-key` with
+    /// [`certs::SERVER_CERT_PEM`] and [`certs::SERVER_KEY_PEM`]). Clients trust it with
+    /// [`TestNsqd::tls_config`].
     pub fn tls(mut self, enabled: bool) -> Self {
         self.opts.tls = enabled;
         self
@@ -251,26 +259,28 @@ impl TestNsqdBuilder {
         self
     }
 
-    /// `--tls-client-auth-policy=require`: clients must present a certificate (implies
-    /// [`tls_required`](Self::tls_required), as in nsqd).
+    /// `--tls-client-auth-policy=require-verify` with `--tls-root-ca-file` set to
+    /// [`certs::CA_PEM`]: clients must present a certificate signed by the test CA, such as
+    /// [`certs::CLIENT_CERT_PEM`] (see [`TestNsqd::tls_config_with_client_cert`]). Implies
+    /// [`tls_required`](Self::tls_required), as in nsqd; needs [`tls`](Self::tls).
     pub fn tls_client_auth(mut self, required: bool) -> Self {
         self.opts.tls_client_auth = required;
         self
     }
 
-    /// `--snappy` (on by default).
+    /// `--snappy` (on by default): grant snappy compression to clients that ask for it.
     pub fn snappy(mut self, enabled: bool) -> Self {
         self.opts.snappy = enabled;
         self
     }
 
-    /// `--deflate` (on by default).
+    /// `--deflate` (on by default): grant deflate compression to clients that ask for it.
     pub fn deflate(mut self, enabled: bool) -> Self {
         self.opts.deflate = enabled;
         self
     }
 
-    /// `--max-deflate-level`: 1..=9.
+    /// `--max-deflate-level`: 1..=9 (default 6). Clients asking for more get this level.
     pub fn max_deflate_level(mut self, level: i64) -> Self {
         self.opts.max_deflate_level = level;
         self
@@ -344,6 +354,12 @@ impl TestNsqdBuilder {
                 "cannot require TLS client connections without TLS key and cert",
             ));
         }
+        if o.tls {
+            let client_ca = o.tls_client_auth.then_some(certs::CA_PEM);
+            let acceptor =
+                server_acceptor(certs::SERVER_CERT_PEM, certs::SERVER_KEY_PEM, client_ca)?;
+            o.tls_acceptor = Some(acceptor);
+        }
         Ok(self.opts)
     }
 }
@@ -370,8 +386,10 @@ impl fmt::Debug for TestNsqdBuilder {
             .field("auth_secret", &o.auth.as_ref().map(|_| "<redacted>"))
             .field("tls", &o.tls)
             .field("tls_required", &o.tls_required)
+            .field("tls_client_auth", &o.tls_client_auth)
             .field("snappy", &o.snappy)
             .field("deflate", &o.deflate)
+            .field("max_deflate_level", &o.max_deflate_level)
             .field("queue_scan_interval", &o.queue_scan_interval)
             .field("record_commands", &o.record_commands)
             .finish_non_exhaustive()

@@ -107,6 +107,15 @@ pub struct ClientInfo {
     pub msg_timeout: std::time::Duration,
     /// The identity AUTH gave it.
     pub auth_identity: Option<String>,
+    /// The connection was upgraded to TLS after IDENTIFY.
+    pub tls: bool,
+    /// The connection was upgraded to snappy compression after IDENTIFY.
+    pub snappy: bool,
+    /// The connection was upgraded to deflate compression after IDENTIFY.
+    pub deflate: bool,
+    /// The deflate level granted (the requested one clamped to `--max-deflate-level`);
+    /// 0 without deflate.
+    pub deflate_level: u32,
 }
 
 /// One channel's counters, as nsqd's `/stats` reports them.
