@@ -65,12 +65,20 @@ struct Args {
 
 /// CPU time of the process, or of the calling thread, from /proc, in microseconds.
 fn cpu_micros(thread_only: bool) -> u64 {
-    let path = if thread_only { "/proc/thread-self/stat" } else { "/proc/self/stat" };
-    let Ok(stat) = std::fs::read_to_string(path) else { return 0 };
+    let path = if thread_only {
+        "/proc/thread-self/stat"
+    } else {
+        "/proc/self/stat"
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0;
+    };
     // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     ticks * 10_000 // USER_HZ is 100 on Linux
 }
 
@@ -92,20 +100,35 @@ struct Target {
 
 fn target(args: &Args) -> Target {
     match &args.nsqd_tcp_address {
-        Some(addr) => Target { tcp: addr.clone(), in_process: false, _server: None },
+        Some(addr) => Target {
+            tcp: addr.clone(),
+            in_process: false,
+            _server: None,
+        },
         None => {
             let server = TestNsqd::builder()
                 .record_commands(false)
                 .start()
                 .expect("start the in-process nsqd");
-            Target { tcp: server.addr().to_string(), in_process: true, _server: Some(server) }
+            Target {
+                tcp: server.addr().to_string(),
+                in_process: true,
+                _server: Some(server),
+            }
         }
     }
 }
 
 fn topic(workload: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("bench-{workload}-{}-{}", std::process::id(), nanos % 1_000_000)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "bench-{workload}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000
+    )
 }
 
 async fn prefill(addr: &str, topic: &str, messages: u64, body: &[u8]) {
@@ -128,7 +151,13 @@ struct Measured {
     extra: serde_json::Value,
 }
 
-async fn consume(target: &Target, workload: &str, max_in_flight: u32, messages: u64, body: &[u8]) -> Measured {
+async fn consume(
+    target: &Target,
+    workload: &str,
+    max_in_flight: u32,
+    messages: u64,
+    body: &[u8],
+) -> Measured {
     let topic = topic(workload);
     prefill(&target.tcp, &topic, messages, body).await;
     let handled = Arc::new(AtomicU64::new(0));
@@ -150,12 +179,28 @@ async fn consume(target: &Target, workload: &str, max_in_flight: u32, messages: 
     let elapsed = start.elapsed();
     let cpu = cpu_micros(target.in_process) - cpu;
     consumer.stop().await;
-    Measured { messages, elapsed, cpu_micros: cpu, extra: serde_json::json!({"max_in_flight": max_in_flight}) }
+    Measured {
+        messages,
+        elapsed,
+        cpu_micros: cpu,
+        extra: serde_json::json!({"max_in_flight": max_in_flight}),
+    }
 }
 
-async fn publish(target: &Target, workload: &str, concurrency: usize, batch: usize, messages: u64, body: &[u8]) -> Measured {
+async fn publish(
+    target: &Target,
+    workload: &str,
+    concurrency: usize,
+    batch: usize,
+    messages: u64,
+    body: &[u8],
+) -> Measured {
     let topic = topic(workload);
-    let producer = Producer::builder().nsqd(&target.tcp).max_outstanding(concurrency.max(1)).start().expect("producer");
+    let producer = Producer::builder()
+        .nsqd(&target.tcp)
+        .max_outstanding(concurrency.max(1))
+        .start()
+        .expect("producer");
     producer.ping().await.expect("connect");
     let cpu = cpu_micros(target.in_process);
     let start = Instant::now();
@@ -166,7 +211,10 @@ async fn publish(target: &Target, workload: &str, concurrency: usize, batch: usi
             let (producer, topic, bodies) = (producer.clone(), topic.clone(), bodies.clone());
             async move {
                 if batch == 1 {
-                    producer.publish(&topic, bodies[0].clone()).await.expect("publish");
+                    producer
+                        .publish(&topic, bodies[0].clone())
+                        .await
+                        .expect("publish");
                 } else {
                     producer.multi_publish(&topic, bodies).await.expect("mpub");
                 }
@@ -177,11 +225,22 @@ async fn publish(target: &Target, workload: &str, concurrency: usize, batch: usi
     let cpu = cpu_micros(target.in_process) - cpu;
     producer.stop().await;
     let extra = serde_json::json!({"concurrency": concurrency, "batch": batch});
-    Measured { messages: calls * batch as u64, elapsed, cpu_micros: cpu, extra }
+    Measured {
+        messages: calls * batch as u64,
+        elapsed,
+        cpu_micros: cpu,
+        extra,
+    }
 }
 
 fn now_nanos() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()).unwrap_or(0)
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    )
+    .unwrap_or(0)
 }
 
 async fn latency(target: &Target, args: &Args) -> Measured {
@@ -192,16 +251,28 @@ async fn latency(target: &Target, args: &Args) -> Measured {
         .nsqd(&target.tcp)
         .max_in_flight(1)
         .handler_fn(move |d: Delivery| {
-            let sent = d.body().get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
-            recorder.lock().unwrap().push(now_nanos().saturating_sub(sent));
+            let sent = d
+                .body()
+                .get(..8)
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+            recorder
+                .lock()
+                .unwrap()
+                .push(now_nanos().saturating_sub(sent));
             std::future::ready(Ok(()))
         })
         .start()
         .expect("consumer");
-    let producer = Producer::builder().nsqd(&target.tcp).start().expect("producer");
+    let producer = Producer::builder()
+        .nsqd(&target.tcp)
+        .start()
+        .expect("producer");
     producer.ping().await.expect("connect");
     // Let the consumer connect and subscribe before timing anything.
-    producer.publish(&topic, vec![0u8; args.body_size.max(8)]).await.expect("warm up");
+    producer
+        .publish(&topic, vec![0u8; args.body_size.max(8)])
+        .await
+        .expect("warm up");
     while consumer.stats().finished < 1 {
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
@@ -226,11 +297,22 @@ async fn latency(target: &Target, args: &Args) -> Measured {
     let cpu = cpu_micros(target.in_process) - cpu;
     let mut samples = samples.lock().unwrap().clone();
     samples.sort_unstable();
-    let pct = |p: f64| samples.get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1e6;
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e6
+    };
     let extra = serde_json::json!({"rate": args.rate, "max_in_flight": 1, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)});
     consumer.stop().await;
     producer.stop().await;
-    Measured { messages: total, elapsed, cpu_micros: cpu, extra }
+    Measured {
+        messages: total,
+        elapsed,
+        cpu_micros: cpu,
+        extra,
+    }
 }
 
 fn run_one(args: &Args, workload: &str) {
@@ -277,7 +359,9 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     for workload in WORKLOADS.iter().filter(|w| **w != "raw-baseline") {
         let mut child = Command::new(&exe);
-        child.args(std::env::args().skip(1)).args(["--workload", workload]);
+        child
+            .args(std::env::args().skip(1))
+            .args(["--workload", workload]);
         let status = child.status().expect("run workload");
         if !status.success() {
             eprintln!("workload {workload} failed: {status}");

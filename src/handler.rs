@@ -15,10 +15,11 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
+    task::{ready, Context, Poll},
 };
 
-use actix::{MailboxError, Message, Recipient};
-use futures_util::FutureExt;
+use actix::{dev::RecipientRequest, MailboxError, Message, Recipient};
+use futures_util::{future::CatchUnwind, FutureExt};
 
 use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
@@ -66,37 +67,55 @@ impl HandlerSink {
         HandlerSink::Closure(Arc::new(move |delivery| Box::pin(f(delivery))))
     }
 
-    /// Hands `delivery` to a handler and resolves with what the handler made of it.
-    pub(crate) fn dispatch(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Handled>>> {
+    /// Hands `delivery` to a handler; the returned future resolves with what the handler made
+    /// of it. Nothing is boxed here beyond what the handler itself needs.
+    pub(crate) fn dispatch(&self, delivery: Delivery) -> Dispatch {
         match self {
-            HandlerSink::Closure(f) => {
-                let started = std::panic::catch_unwind(AssertUnwindSafe(|| f(delivery)));
-                match started {
-                    Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind().map(
-                        |outcome| match outcome {
-                            Ok(result) => Handled::Returned(result),
-                            Err(panic) => Handled::Panicked(panic_message(&*panic)),
-                        },
-                    )),
-                    Err(panic) => {
-                        let message = panic_message(&*panic);
-                        Box::pin(async move { Handled::Panicked(message) })
-                    }
-                }
-            }
+            HandlerSink::Closure(f) => Dispatch::closure(f, delivery),
             HandlerSink::Actors(pool) => match pool.pick() {
-                Some(recipient) => {
-                    let request = recipient.send(delivery);
-                    Box::pin(async move {
-                        match request.await {
-                            Ok(result) => Handled::Returned(result),
-                            Err(MailboxError::Closed | MailboxError::Timeout) => Handled::Gone,
-                        }
-                    })
-                }
-                None => Box::pin(async { Handled::Gone }),
+                Some(recipient) => Dispatch::Actor(Box::pin(recipient.send(delivery))),
+                None => Dispatch::Done(Some(Handled::Gone)),
             },
         }
+    }
+}
+
+/// A delivery on its way through a handler.
+pub(crate) enum Dispatch {
+    Closure(CatchUnwind<AssertUnwindSafe<HandlerFuture>>),
+    // actix's request is !Unpin; boxing it keeps `Dispatch` Unpin (that path allocates an
+    // envelope and a oneshot inside actix anyway).
+    Actor(Pin<Box<RecipientRequest<Delivery>>>),
+    GiveUp(Pin<Box<RecipientRequest<GiveUp>>>),
+    Done(Option<Handled>),
+}
+
+impl Dispatch {
+    fn closure(f: &HandlerFn, delivery: Delivery) -> Self {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(delivery))) {
+            Ok(future) => Dispatch::Closure(AssertUnwindSafe(future).catch_unwind()),
+            Err(panic) => Dispatch::Done(Some(Handled::Panicked(panic_message(&*panic)))),
+        }
+    }
+}
+
+impl Future for Dispatch {
+    type Output = Handled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Handled> {
+        let mailbox = |result: Result<HandlerResult, MailboxError>| match result {
+            Ok(result) => Handled::Returned(result),
+            Err(MailboxError::Closed | MailboxError::Timeout) => Handled::Gone,
+        };
+        Poll::Ready(match &mut *self {
+            Dispatch::Closure(future) => match ready!(Pin::new(future).poll(cx)) {
+                Ok(result) => Handled::Returned(result),
+                Err(panic) => Handled::Panicked(panic_message(&*panic)),
+            },
+            Dispatch::Actor(request) => mailbox(ready!(request.as_mut().poll(cx))),
+            Dispatch::GiveUp(request) => mailbox(ready!(request.as_mut().poll(cx))),
+            Dispatch::Done(handled) => handled.take().unwrap_or(Handled::Gone),
+        })
     }
 }
 
@@ -177,7 +196,7 @@ pub(crate) enum GiveUpHook {
 }
 
 impl GiveUpHook {
-    pub(crate) fn dispatch(&self, delivery: Delivery) -> Pin<Box<dyn Future<Output = Handled>>> {
+    pub(crate) fn dispatch(&self, delivery: Delivery) -> Dispatch {
         match self {
             GiveUpHook::Log => {
                 tracing::warn!(
@@ -188,18 +207,12 @@ impl GiveUpHook {
                     "giving up on message after too many attempts; finishing it"
                 );
                 drop(delivery);
-                Box::pin(async { Handled::Returned(Ok(())) })
+                Dispatch::Done(Some(Handled::Returned(Ok(()))))
             }
             GiveUpHook::Recipient(recipient) => {
-                let request = recipient.send(GiveUp(delivery));
-                Box::pin(async move {
-                    match request.await {
-                        Ok(result) => Handled::Returned(result),
-                        Err(_) => Handled::Gone,
-                    }
-                })
+                Dispatch::GiveUp(Box::pin(recipient.send(GiveUp(delivery))))
             }
-            GiveUpHook::Closure(f) => HandlerSink::Closure(f.clone()).dispatch(delivery),
+            GiveUpHook::Closure(f) => Dispatch::closure(f, delivery),
         }
     }
 }

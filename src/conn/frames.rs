@@ -4,11 +4,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use actix::{Context, StreamHandler};
 
-use super::{responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter};
+use super::{
+    handling::Settling, responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter,
+};
 use crate::{
     delivery::{Action, Delivery, DeliveryId, Meta},
     error::{Error, ProtocolError},
-    handler::settle,
     protocol::{Command, Frame, Message, Response, ServerError},
     rdy::Outcome,
 };
@@ -133,15 +134,17 @@ impl NsqdConnection {
         };
         let (delivery, watch) = Delivery::new(meta, link.responder.clone());
         let give_up = subscription.gives_up_on(attempts);
-        let handled = if give_up {
+        let dispatch = if give_up {
             subscription.give_up.dispatch(delivery)
         } else {
             subscription.handler.dispatch(delivery)
         };
-        // Detached, not a context future: a lost link must not cancel a handler mid-work (its
-        // answer then fails with ConnectionLost, and nsqd redelivers after msg_timeout).
-        let source = self.addr.clone();
-        actix_rt::spawn(async move { settle(&watch, handled.await, &source, give_up) });
+        self.handling.borrow_mut().push(Settling {
+            dispatch,
+            watch: Some(watch),
+            source: self.addr.clone(),
+            give_up,
+        });
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);
         }

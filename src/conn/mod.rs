@@ -11,6 +11,7 @@
 mod close;
 mod config;
 mod frames;
+mod handling;
 mod lifecycle;
 mod messages;
 mod responder;
@@ -41,6 +42,7 @@ pub use stats::ConnectionStats;
 pub(crate) use subscription::{Flow, LinkId, Subscription};
 
 use self::{
+    handling::{DriveHandlers, Handling},
     responder::{Answer, NsqResponder},
     writer::{Writer, WriterOwner},
 };
@@ -119,6 +121,8 @@ pub(crate) struct NsqdConnection {
     link_gen: u64,
     /// Lost links whose in-flight messages still hold flow-control slots, by generation.
     lost_links: HashMap<u64, LinkId>,
+    /// Handler futures; they outlive restarts (see `handling`).
+    handling: Rc<RefCell<Handling>>,
 }
 
 /// How to start a connection.
@@ -157,6 +161,7 @@ impl NsqdConnection {
             answers: Rc::new(RefCell::new(answers)),
             link_gen: 0,
             lost_links: HashMap::new(),
+            handling: Rc::default(),
         }
     }
 
@@ -201,6 +206,7 @@ impl Actor for NsqdConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.spawn(DriveHandlers(self.handling.clone()));
         let answers = self.answers.clone();
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
             answers.borrow_mut().poll_recv(cx)
