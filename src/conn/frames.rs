@@ -139,7 +139,7 @@ impl NsqdConnection {
         } else {
             subscription.handler.dispatch(delivery)
         };
-        self.handling.borrow_mut().push(Settling {
+        self.handling.borrow_mut().run(Settling {
             dispatch,
             watch: Some(watch),
             source: self.addr.clone(),

@@ -50,7 +50,20 @@ pub(crate) struct Handling {
 }
 
 impl Handling {
-    pub(crate) fn push(&mut self, settling: Settling) {
+    /// Polls a new handler future once at once, with the connection's own waker, and keeps it
+    /// only if it is not done: a handler that answers synchronously then costs no queue node
+    /// and no extra wake-up of the connection.
+    pub(crate) fn run(&mut self, mut settling: Settling) {
+        if let Some(waker) = &self.waker {
+            let mut cx = Context::from_waker(waker);
+            if Pin::new(&mut settling).poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+        self.push(settling);
+    }
+
+    fn push(&mut self, settling: Settling) {
         self.futures.push(settling);
         // FuturesUnordered does not wake its poller on push.
         if let Some(waker) = &self.waker {

@@ -49,6 +49,14 @@ impl NsqdConnection {
         let mut frames = FramedRead::with_capacity(read, codec.clone(), READ_CAPACITY);
         frames.read_buffer_mut().extend_from_slice(&read_buf);
         ctx.add_stream(frames);
+        // The context polls its items in order. Answers are polled right after frames and the
+        // writer right after answers, so a message read, handled synchronously, and finished
+        // leaves as a FIN in the same pass (the actor-wide answers stream from started() stays
+        // for the time the link is down).
+        let answers = self.answers.clone();
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
+            answers.borrow_mut().poll_recv(cx)
+        }));
         self.link_gen += 1;
         let responder =
             NsqResponder::new(self.answers_tx.clone(), self.addr.clone(), self.link_gen);
