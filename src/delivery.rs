@@ -364,6 +364,17 @@ impl actix::Message for Delivery {
     type Result = HandlerResult;
 }
 
+/// go-nsq `conn.go:733-743`: a requeue without an explicit delay waits
+/// `min(default × attempts, max)`.
+pub(crate) fn requeue_delay(
+    explicit: Option<Duration>,
+    attempts: u32,
+    default: Duration,
+    max: Duration,
+) -> Duration {
+    explicit.unwrap_or_else(|| default.saturating_mul(attempts).min(max))
+}
+
 /// The action a handler's result implies.
 pub(crate) fn action_for(result: &HandlerResult) -> Action {
     match result {

@@ -20,7 +20,7 @@ use std::{
 use actix::{MailboxError, Message, Recipient};
 use futures_util::FutureExt;
 
-use crate::delivery::{Delivery, HandlerResult};
+use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
@@ -48,6 +48,48 @@ pub(crate) enum Handled {
     Panicked(String),
     /// No live handler took it (every handler actor has stopped).
     Gone,
+}
+
+impl Handled {
+    /// The answer this outcome implies: the handler's result, or a requeue with the default
+    /// delay (counted for backoff) after a panic or when no handler took the delivery.
+    pub(crate) fn action(&self) -> Action {
+        match self {
+            Handled::Returned(result) => action_for(result),
+            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
+                delay: None,
+                backoff: true,
+            },
+        }
+    }
+}
+
+/// Applies what a handler made of a delivery, for every transport: logs a failure, then
+/// answers through `watch` unless the delivery was answered already or is still held (its
+/// holder answers).
+pub(crate) fn settle(watch: &Watch, handled: &Handled, give_up: bool) {
+    let meta = watch.meta();
+    let (id, source) = (meta.id.as_str(), &*meta.source);
+    match handled {
+        Handled::Panicked(panic) => {
+            tracing::error!(source, id, panic = %panic, give_up, "handler panicked; requeueing");
+        }
+        Handled::Gone => {
+            tracing::error!(
+                source,
+                id,
+                give_up,
+                "no handler took the message (handler actors stopped); requeueing"
+            );
+        }
+        Handled::Returned(Err(error)) => {
+            tracing::debug!(source, id, %error, "handler failed; requeueing");
+        }
+        Handled::Returned(Ok(())) => {}
+    }
+    if let Err(error) = watch.apply(handled.action()) {
+        tracing::debug!(source, id, %error, "could not answer message");
+    }
 }
 
 impl HandlerSink {

@@ -6,9 +6,8 @@ use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandl
 
 use super::{responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter};
 use crate::{
-    delivery::{Action, Applied, Delivery, DeliveryId, Meta, Watch},
+    delivery::{Action, Delivery, DeliveryId, Meta},
     error::{Error, ProtocolError},
-    handler::Handled,
     protocol::{Command, Frame, Message, Response, ServerError},
     rdy::Outcome,
 };
@@ -138,39 +137,11 @@ impl NsqdConnection {
         } else {
             subscription.handler.dispatch(delivery)
         };
-        ctx.spawn(wrap_future(handled).map(move |handled, act: &mut Self, _| {
-            act.on_handled(&watch, handled, give_up);
+        ctx.spawn(wrap_future(handled).map(move |handled, _: &mut Self, _| {
+            crate::handler::settle(&watch, &handled, give_up);
         }));
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);
-        }
-    }
-
-    fn on_handled(&mut self, watch: &Watch, handled: Handled, give_up: bool) {
-        let action = match &handled {
-            Handled::Returned(result) => crate::delivery::action_for(result),
-            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
-                delay: None,
-                backoff: true,
-            },
-        };
-        match &handled {
-            Handled::Panicked(panic) => {
-                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), panic = %panic, give_up, "handler panicked; requeueing");
-            }
-            Handled::Gone => {
-                tracing::error!(nsqd = %self.addr, id = watch.meta().id.as_str(), give_up, "no handler took the message (handler actors stopped); requeueing");
-            }
-            Handled::Returned(Err(error)) => {
-                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "handler failed; requeueing");
-            }
-            Handled::Returned(Ok(())) => {}
-        }
-        match watch.apply(action) {
-            Ok(Applied::Sent(_) | Applied::AlreadyAnswered | Applied::LeftToHolder) => {}
-            Err(error) => {
-                tracing::debug!(nsqd = %self.addr, id = watch.meta().id.as_str(), %error, "could not answer message");
-            }
         }
     }
 
