@@ -1,6 +1,6 @@
 //! The public face of the RSMQ consumer: its handle, stats and events. The actor and its
 //! documentation are in `consumer_actor.rs`, its settings in `consumer_builder.rs`, answers in
-//! `consumer_answer.rs`.
+//! `consumer_answer.rs`, polling and realtime wake-ups in `consumer_wake.rs`.
 
 use std::{
     fmt,

@@ -1,6 +1,6 @@
-//! The consumer actor: receives while a slot is free, dispatches to the handlers, polls (and
-//! listens for realtime notifications) when the queue is empty, backs off on Redis errors, and
-//! stops gracefully. Answers are applied in `consumer_answer.rs`.
+//! The consumer actor: receives while a slot is free, dispatches to the handlers, backs off
+//! on Redis errors, and stops gracefully. Waking up after an empty receive is in
+//! `consumer_wake.rs`, answers in `consumer_answer.rs`.
 
 use std::{
     collections::HashMap,
@@ -10,10 +10,9 @@ use std::{
 
 use actix::{
     fut::wrap_future, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message,
-    Recipient, ResponseFuture, SpawnHandle, StreamHandler,
+    Recipient, ResponseFuture, SpawnHandle,
 };
 use bytes::Bytes;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -21,7 +20,6 @@ use super::{
     consumer::{Counters, RsmqConsumerEvent},
     consumer_answer::{Answer, Receipt},
     consumer_builder::RsmqConsumerBuilder,
-    realtime::Notification,
     types::RsmqMessage,
 };
 use crate::{
@@ -47,7 +45,7 @@ pub(crate) struct Settings {
 
 /// What the last receives said about the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Supply {
+pub(crate) enum Supply {
     /// Found empty: receive again on the poll timer or a notification.
     Empty,
     /// Woken up (or just started): probe with one receive at a time.
@@ -92,8 +90,8 @@ pub(crate) struct InFlight {
 ///
 /// | answer | Redis call |
 /// |---|---|
-/// | finish (a handler's `Ok`) | [`Rsmq::delete_message_checked`](super::Rsmq::delete_message_checked) |
-/// | requeue (a handler's `Err`, or [`Delivery::requeue`](crate::Delivery::requeue)) | [`Rsmq::change_message_visibility_checked`](super::Rsmq::change_message_visibility_checked) with the delay (0 = visible now) |
+/// | finish (a handler's `Ok`) | [`Rsmq::delete_message_checked`] |
+/// | requeue (a handler's `Err`, or [`Delivery::requeue`]) | [`Rsmq::change_message_visibility_checked`] with the delay (0 = visible now) |
 /// | touch | the same, with the visibility timeout |
 ///
 /// A requeue without an explicit delay waits `min(default_requeue_delay × attempts,
@@ -104,7 +102,7 @@ pub(crate) struct InFlight {
 ///
 /// Answering is synchronous, as for NSQ: the answer is queued to the consumer actor, which
 /// makes the Redis call. Its outcome arrives as an [`RsmqConsumerEvent`] and in the
-/// [stats](RsmqConsumerStats), never as the return value of `finish`. After the consumer has
+/// [stats](super::RsmqConsumerStats), never as the return value of `finish`. After the consumer has
 /// stopped, answers return [`Error::Stopped`](crate::Error::Stopped).
 ///
 /// # Guarantees
@@ -120,12 +118,13 @@ pub(crate) struct InFlight {
 /// message since, and is reported as [`RsmqConsumerEvent::NotOwned`]. The message is then
 /// processed again. With [`auto_extend`](RsmqConsumerBuilder::auto_extend) the consumer
 /// keeps unanswered messages hidden, so this happens only when the consumer cannot reach
-/// Redis for longer than `vt / 2`.
+/// Redis (or is stalled) for longer than `vt / 2`.
 ///
 /// A message is never deleted before its handler succeeded (or the give-up path finished it),
 /// and a Redis error on an answer loses nothing: the message comes back after its `vt`.
 /// Messages moved to a [dead-letter queue](RsmqConsumerBuilder::dead_letter_queue) are sent
-/// there first and deleted after, so a crash in between leaves a copy in both queues.
+/// there first and deleted after (checked, like every finish), so a crash in between, or a
+/// `vt` that runs out during the move, leaves a copy in both queues.
 ///
 /// # Failures
 ///
@@ -154,11 +153,11 @@ pub struct RsmqConsumer {
     next_token: u64,
     /// Receives (and the queue read) in progress.
     receiving: usize,
-    supply: Supply,
-    poll_timer: Option<SpawnHandle>,
+    pub(crate) supply: Supply,
+    pub(crate) poll_timer: Option<SpawnHandle>,
     backoff: ReconnectBackoff,
     backing_off: bool,
-    realtime_backoff: ReconnectBackoff,
+    pub(crate) realtime_backoff: ReconnectBackoff,
     /// Answer calls to Redis in progress.
     pub(crate) pending_calls: usize,
     /// Set once stopping: who waits for the drain.
@@ -402,61 +401,6 @@ impl RsmqConsumer {
         });
     }
 
-    fn arm_poll(&mut self, ctx: &mut Context<Self>) {
-        if self.poll_timer.is_some() || self.is_stopping() {
-            return;
-        }
-        let jitter = RsmqConsumerBuilder::POLL_JITTER;
-        let wait = self
-            .settings
-            .poll_interval
-            .mul_f64(rand::rng().random_range(1.0 - jitter..=1.0 + jitter));
-        self.poll_timer = Some(ctx.run_later(wait, |act, ctx| {
-            act.poll_timer = None;
-            act.wake(ctx);
-        }));
-    }
-
-    /// The poll timer fired or a notification came: there may be messages again.
-    fn wake(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.poll_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        if self.supply == Supply::Empty {
-            self.supply = Supply::Unknown;
-        }
-        self.fill(ctx);
-    }
-
-    fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let (rsmq, queue) = (self.rsmq.clone(), self.queue.clone());
-        let subscribe = async move { rsmq.subscribe(&queue).await };
-        ctx.spawn(wrap_future(subscribe).map(|result, act: &mut Self, ctx| {
-            if act.is_stopping() {
-                return;
-            }
-            match result {
-                Ok(notifications) => {
-                    tracing::debug!(queue = %act.queue, "rsmq realtime subscribed");
-                    act.realtime_backoff.reset();
-                    ctx.add_stream(notifications);
-                    // A message sent before the subscription was active sent its
-                    // notification to nobody: look now.
-                    act.wake(ctx);
-                }
-                Err(error) => {
-                    let retry_in = act
-                        .realtime_backoff
-                        .next_delay(&mut rand::rng())
-                        .unwrap_or(Duration::from_secs(30));
-                    tracing::warn!(queue = %act.queue, %error, ?retry_in, "rsmq realtime subscribe failed");
-                    act.emit(RsmqConsumerEvent::RealtimeFailed { error, retry_in });
-                    ctx.run_later(retry_in, |act, ctx| act.subscribe(ctx));
-                }
-            }
-        }));
-    }
-
     /// Makes a message received after the stop began visible again at once.
     fn release(&mut self, message: RsmqMessage, ctx: &mut Context<Self>) {
         self.counters.received.fetch_add(1, Relaxed);
@@ -537,20 +481,6 @@ impl Actor for RsmqConsumer {
             self.subscribe(ctx);
         }
         self.fill(ctx);
-    }
-}
-
-impl StreamHandler<Notification> for RsmqConsumer {
-    fn handle(&mut self, notification: Notification, ctx: &mut Context<Self>) {
-        tracing::trace!(queue = %self.queue, ?notification, "rsmq realtime notification");
-        self.wake(ctx);
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The notification stream never ends by itself; subscribe again if it does.
-        if !self.is_stopping() {
-            self.subscribe(ctx);
-        }
     }
 }
 

@@ -308,7 +308,14 @@ fn dead_letter(rsmq: Rsmq, dlq: Arc<str>) -> GiveUpHook {
         let (rsmq, dlq) = (rsmq.clone(), dlq.clone());
         async move {
             let body = std::str::from_utf8(delivery.body()).map_err(|_| BodyError::NotUtf8)?;
-            let id = rsmq.send_message(&dlq, body, None).await?;
+            let id = match rsmq.send_message(&dlq, body, None).await {
+                Ok(id) => id,
+                Err(error) => {
+                    // Louder than a handler failure: the queue may be missing or misnamed.
+                    tracing::warn!(source = delivery.source(), id = delivery.id(), dead_letter_queue = &*dlq, %error, "could not move message to the dead-letter queue; requeueing");
+                    return Err(error.into());
+                }
+            };
             tracing::warn!(
                 source = delivery.source(),
                 id = delivery.id(),

@@ -88,6 +88,7 @@ mod consumer;
 mod consumer_actor;
 mod consumer_answer;
 mod consumer_builder;
+mod consumer_wake;
 mod id;
 mod messages;
 mod realtime;
