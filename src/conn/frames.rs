@@ -140,8 +140,7 @@ impl NsqdConnection {
         };
         // Detached, not a context future: a lost link must not cancel a handler mid-work (its
         // answer then fails with ConnectionLost, and nsqd redelivers after msg_timeout).
-        let source = self.addr.clone();
-        actix_rt::spawn(async move { settle(&watch, handled.await, &source, give_up) });
+        actix_rt::spawn(async move { settle(&watch, &handled.await, give_up) });
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);
         }
