@@ -106,6 +106,8 @@ impl Shared {
 ///   failure for backoff): it never waits out the server's message timeout.
 /// * Answering twice is a no-op. Answering after the connection that delivered the message died
 ///   returns [`Error::ConnectionLost`]: the server redelivers the message after its timeout.
+///   (RSMQ: answering after the consumer stopped returns [`Error::Stopped`]; the message
+///   becomes visible again after its visibility timeout.)
 ///
 /// Not `Clone`: it is a unique ticket for one answer. Move it wherever the work happens.
 #[must_use = "a Delivery dropped without an answer is requeued"]
@@ -362,6 +364,17 @@ pub type HandlerResult = Result<(), HandlerError>;
 
 impl actix::Message for Delivery {
     type Result = HandlerResult;
+}
+
+/// go-nsq `conn.go:733-743`: a requeue without an explicit delay waits
+/// `min(default × attempts, max)`.
+pub(crate) fn requeue_delay(
+    explicit: Option<Duration>,
+    attempts: u32,
+    default: Duration,
+    max: Duration,
+) -> Duration {
+    explicit.unwrap_or_else(|| default.saturating_mul(attempts).min(max))
 }
 
 /// The action a handler's result implies.

@@ -51,6 +51,48 @@ pub(crate) enum Handled {
     Gone,
 }
 
+impl Handled {
+    /// The answer this outcome implies: the handler's result, or a requeue with the default
+    /// delay (counted for backoff) after a panic or when no handler took the delivery.
+    pub(crate) fn action(&self) -> Action {
+        match self {
+            Handled::Returned(result) => action_for(result),
+            Handled::Panicked(_) | Handled::Gone => Action::Requeue {
+                delay: None,
+                backoff: true,
+            },
+        }
+    }
+}
+
+/// Applies what a handler made of a delivery, for every transport: logs a failure, then
+/// answers through `watch` unless the delivery was answered already or is still held (its
+/// holder answers).
+pub(crate) fn settle(watch: &Watch, handled: &Handled, give_up: bool) {
+    let meta = watch.meta();
+    let (id, source) = (meta.id.as_str(), &*meta.source);
+    match handled {
+        Handled::Panicked(panic) => {
+            tracing::error!(source, id, panic = %panic, give_up, "handler panicked; requeueing");
+        }
+        Handled::Gone => {
+            tracing::error!(
+                source,
+                id,
+                give_up,
+                "no handler took the message (handler actors stopped); requeueing"
+            );
+        }
+        Handled::Returned(Err(error)) => {
+            tracing::debug!(source, id, %error, "handler failed; requeueing");
+        }
+        Handled::Returned(Ok(())) => {}
+    }
+    if let Err(error) = watch.apply(handled.action()) {
+        tracing::debug!(source, id, %error, "could not answer message");
+    }
+}
+
 impl HandlerSink {
     pub(crate) fn actors(recipients: Vec<Recipient<Delivery>>) -> Self {
         HandlerSink::Actors(Arc::new(ActorPool {
@@ -137,41 +179,6 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "handler panicked".to_owned()
-    }
-}
-
-/// Turns what a handler made of a delivery into its answer: the handler's result when it
-/// consumed the delivery, a requeue with backoff when it panicked or no handler took it.
-/// Transport-neutral: NSQ and RSMQ consumers both settle their deliveries this way.
-pub(crate) fn settle(watch: &Watch, handled: Handled, source: &str, give_up: bool) {
-    let id = watch.meta().id.as_str();
-    let action = match &handled {
-        Handled::Returned(result) => action_for(result),
-        Handled::Panicked(panic) => {
-            tracing::error!(source, id, %panic, give_up, "handler panicked; requeueing");
-            Action::Requeue {
-                delay: None,
-                backoff: true,
-            }
-        }
-        Handled::Gone => {
-            tracing::error!(
-                source,
-                id,
-                give_up,
-                "no handler took the message (handler actors stopped); requeueing"
-            );
-            Action::Requeue {
-                delay: None,
-                backoff: true,
-            }
-        }
-    };
-    if let Handled::Returned(Err(error)) = &handled {
-        tracing::debug!(source, id, %error, "handler failed; requeueing");
-    }
-    if let Err(error) = watch.apply(action) {
-        tracing::debug!(source, id, %error, "could not answer the message");
     }
 }
 

@@ -1,5 +1,5 @@
-//! Throughput of this RSMQ client against PyRSMQ 0.6.1 on the same redis-server. Ignored by
-//! default; it only prints numbers:
+//! Throughput of this RSMQ client against PyRSMQ 0.6.1 on the same redis-server, and of the
+//! RsmqConsumer at a few concurrencies. Ignored by default; it only prints numbers:
 //!
 //! ```text
 //! cargo test --release --all-features --test rsmq_bench -- --ignored --nocapture
@@ -12,7 +12,10 @@ mod redis_server;
 
 use std::{path::PathBuf, time::Instant};
 
-use actix_nsq::rsmq::{QueueOptions, Rsmq};
+use actix_nsq::{
+    rsmq::{QueueOptions, Rsmq, RsmqConsumer},
+    Delivery,
+};
 use redis_server::{which, RedisServer};
 
 const MESSAGES: usize = 10_000;
@@ -122,5 +125,45 @@ async fn rsmq_throughput_vs_pyrsmq() {
             println!("{:<44} {send:>10.0} {recv:>16.0}", "PyRSMQ 0.6.1, 1 caller")
         }
         None => println!("PyRSMQ 0.6.1: not available"),
+    }
+}
+
+/// Fills `queue` with `MESSAGES` messages, then consumes them with an `RsmqConsumer` whose
+/// handler finishes at once; msgs/s from start to the last finish.
+async fn consume(rsmq: &Rsmq, queue: &str, concurrency: u32) -> f64 {
+    rsmq.create_queue(queue, QueueOptions::new()).await.unwrap();
+    let body = "x".repeat(BODY_BYTES);
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(CONCURRENCY) {
+        let sends = chunk.iter().map(|_| rsmq.send_message(queue, &body, None));
+        for sent in futures_util::future::join_all(sends).await {
+            sent.unwrap();
+        }
+    }
+    let start = Instant::now();
+    let consumer = RsmqConsumer::builder(rsmq.clone(), queue)
+        .concurrency(concurrency)
+        .handler_fn(|_: Delivery| async { Ok(()) })
+        .start()
+        .unwrap();
+    while consumer.stats().finished < MESSAGES as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let rate = rate(MESSAGES, start);
+    assert_eq!(consumer.stop(std::time::Duration::from_secs(5)).await, 0);
+    rate
+}
+
+#[actix_rt::test]
+#[ignore = "benchmark: prints throughput, asserts nothing"]
+async fn rsmq_consumer_throughput() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let rsmq = Rsmq::connect(&server.url()).await.unwrap();
+    println!("RsmqConsumer, {MESSAGES} messages of {BODY_BYTES} bytes, handler finishes at once; one local redis-server, one actix thread");
+    println!("{:<12} {:>16}", "concurrency", "receive+finish/s");
+    for concurrency in [1, 8, 32, 128] {
+        let rate = consume(&rsmq, &format!("consume{concurrency}"), concurrency).await;
+        println!("{concurrency:<12} {rate:>16.0}");
     }
 }

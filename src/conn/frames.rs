@@ -142,7 +142,6 @@ impl NsqdConnection {
         self.handling.borrow_mut().run(Settling {
             dispatch,
             watch: Some(watch),
-            source: self.addr.clone(),
             give_up,
         });
         if let Some(count) = rdy {

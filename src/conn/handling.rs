@@ -11,7 +11,6 @@ use std::{
     future::Future,
     pin::Pin,
     rc::Rc,
-    sync::Arc,
     task::{ready, Context, Poll, Waker},
 };
 
@@ -27,7 +26,6 @@ use crate::{
 pub(crate) struct Settling {
     pub(crate) dispatch: Dispatch,
     pub(crate) watch: Option<Watch>,
-    pub(crate) source: Arc<str>,
     pub(crate) give_up: bool,
 }
 
@@ -37,7 +35,7 @@ impl Future for Settling {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let handled = ready!(Pin::new(&mut self.dispatch).poll(cx));
         if let Some(watch) = self.watch.take() {
-            settle(&watch, handled, &self.source, self.give_up);
+            settle(&watch, &handled, self.give_up);
         }
         Poll::Ready(())
     }

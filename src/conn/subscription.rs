@@ -54,11 +54,12 @@ pub(crate) struct Subscription {
 impl Subscription {
     /// go-nsq `conn.go:733-743`: `min(default_requeue_delay × attempts, max_requeue_delay)`.
     pub(crate) fn requeue_delay(&self, explicit: Option<Duration>, attempts: u32) -> Duration {
-        explicit.unwrap_or_else(|| {
-            self.default_requeue_delay
-                .saturating_mul(attempts)
-                .min(self.max_requeue_delay)
-        })
+        crate::delivery::requeue_delay(
+            explicit,
+            attempts,
+            self.default_requeue_delay,
+            self.max_requeue_delay,
+        )
     }
 
     pub(crate) fn gives_up_on(&self, attempts: u32) -> bool {

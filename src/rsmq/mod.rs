@@ -74,9 +74,21 @@
 //! | no reply within the response timeout | [`Error::Timeout`](crate::Error::Timeout) (a send may have been stored) |
 //! | any other Redis or connection error | [`Error::Redis`](crate::Error::Redis) |
 //!
+//! # Consuming
+//!
+//! [`RsmqConsumer`] receives from a queue and feeds the crate's handler contract
+//! ([`Delivery`](crate::Delivery), handler actors or closures), with a concurrency bound,
+//! checked answers, auto-extension, give-up hooks and dead-letter queues, realtime wake-ups and
+//! a graceful stop.
+//!
 //! Needs Redis 5 or later. The client is async on tokio and runs in an actix `System` too.
 
 mod client;
+mod consumer;
+mod consumer_actor;
+mod consumer_answer;
+mod consumer_builder;
+mod consumer_wake;
 mod id;
 mod messages;
 mod realtime;
@@ -86,6 +98,9 @@ mod types;
 mod validate;
 
 pub use client::{Rsmq, RsmqBuilder};
+pub use consumer::{
+    RsmqConsumer, RsmqConsumerBuilder, RsmqConsumerEvent, RsmqConsumerHandle, RsmqConsumerStats,
+};
 pub use realtime::{Notification, Notifications};
 pub use types::{
     DeleteOutcome, MaxSize, QueueAttributes, QueueChanges, QueueOptions, RsmqMessage,

@@ -179,7 +179,7 @@ impl MockDelivery {
             Handled::Panicked(message) => HandlerOutcome::Panicked(message.clone()),
             Handled::Gone => HandlerOutcome::Gone,
         });
-        settle(&watch, handled, "mock", false);
+        settle(&watch, &handled, false);
         Answer {
             recorder,
             watch: Some(watch),
