@@ -21,11 +21,13 @@
 
 mod endpoint;
 mod lookupd;
+mod mpub;
 mod nsqd;
 mod stats;
 
 pub use lookupd::{LookupdHttpClient, LookupdHttpClientBuilder, LookupdInfo};
-pub use nsqd::{MpubMode, NsqdHttpClient, NsqdHttpClientBuilder, StatsQuery};
+pub use mpub::MpubMode;
+pub use nsqd::{NsqdHttpClient, NsqdHttpClientBuilder, StatsQuery};
 pub use stats::{
     ChannelStats, ClientStats, LatencyStats, MemStats, NsqdInfo, NsqdStats, PubCount, TopicStats,
 };

@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub(crate) use handshake::{connect, Established, HandshakeConfig};
 pub use handshake::{Compression, Negotiated, Secret};
 pub(crate) use tls::default_http_tls;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use tls::server_acceptor;
 pub use tls::TlsConfig;
 
 pub(crate) use deflate::DeflateStream;

@@ -331,8 +331,6 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 /// with `key_pem`, and, when `client_ca_pem` is given, requiring a client certificate signed
 /// by it (nsqd `--tls-client-auth-policy=require-verify`).
 #[cfg(any(test, feature = "testing"))]
-// The test nsqd is the caller; until it lands only the tests are.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn server_acceptor(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
