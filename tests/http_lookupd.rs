@@ -190,7 +190,7 @@ async fn test_nsqds_register_and_unregister() {
 #[actix_rt::test]
 async fn tombstones_hide_a_producer_for_their_lifetime() {
     let lookupd = TestLookupd::builder()
-        .tombstone_lifetime(Duration::from_secs(2))
+        .tombstone_lifetime(Duration::from_secs(5))
         .start()
         .unwrap();
     let http = client(&lookupd);

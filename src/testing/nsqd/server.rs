@@ -169,8 +169,6 @@ pub(crate) fn run(
                 }
             };
         shared.listening.store(true, Ordering::SeqCst);
-        let _ = ready.send(Ok((addr, http_addr)));
-        tracing::info!(%addr, %http_addr, "test nsqd listening");
         let api = Arc::new(NsqdApi::new(shared.clone(), addr, http_addr));
         let mut server = Server {
             shared,
@@ -181,7 +179,11 @@ pub(crate) fn run(
             http: None,
             conns: JoinSet::new(),
         };
+        // Registered with the nsqlookupds before the handle returns, so that a test sees
+        // the registration as soon as it creates a topic.
         server.serve_http(http_listener);
+        let _ = ready.send(Ok((addr, http_addr)));
+        tracing::info!(%addr, %http_addr, "test nsqd listening");
         let scanner = tokio::spawn(scan(server.shared.clone()));
         let pinger = tokio::spawn(ping_lookupds(server.shared.clone()));
         loop {
