@@ -224,8 +224,13 @@ async fn producers_that_stop_pinging_become_inactive() {
     let http = client(&lookupd);
     let nsqd = TestNsqd::builder().lookupd(&lookupd).start().unwrap();
     nsqd.create_topic("t").unwrap();
-    eventually(|| http.lookup("t"), |r| r.producers.is_empty()).await;
-    eventually(|| http.nodes(), Vec::is_empty).await;
+    assert!(
+        lookupd
+            .wait_until_async(WAIT, |l| l.producers("t").is_empty())
+            .await
+    );
+    assert!(http.lookup("t").await.unwrap().producers.is_empty());
+    assert!(http.nodes().await.unwrap().is_empty());
     assert_eq!(http.topics().await.unwrap(), ["t"]);
 }
 

@@ -136,7 +136,8 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
     let text = |line: &[u8]| -> Result<String, Refusal> {
         String::from_utf8(line.to_vec()).map_err(|_| Refusal::Bad("head is not UTF-8"))
     };
-    let request_line = text(lines[0])?;
+    let (first, rest) = lines.split_first().ok_or(Refusal::Bad("no request line"))?;
+    let request_line = text(first)?;
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -151,8 +152,8 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
         "HTTP/1.0" => 0,
         _ => return Err(Refusal::Bad("unsupported HTTP version")),
     };
-    let mut headers = Vec::with_capacity(lines.len() - 1);
-    for line in &lines[1..] {
+    let mut headers = Vec::with_capacity(rest.len());
+    for line in rest {
         let line = text(line)?;
         let Some((name, value)) = line.split_once(':') else {
             return Err(Refusal::Bad("malformed header"));

@@ -330,6 +330,23 @@ impl TestLookupd {
         }
         true
     }
+
+    /// As [`wait_until`](Self::wait_until), yielding to the async runtime (tokio or actix)
+    /// between looks instead of blocking the thread.
+    pub async fn wait_until_async(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
 }
 
 impl Drop for TestLookupd {
