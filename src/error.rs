@@ -122,6 +122,10 @@ pub enum BodyError {
     /// An RSMQ body that Node rsmq and PyRSMQ could not read (they only handle UTF-8 text).
     #[error("message body is not valid UTF-8 text")]
     NotUtf8,
+    /// A message for nsqd's newline-separated HTTP `/mpub` that contains a newline: nsqd would
+    /// split it into several messages. Binary mode carries any bytes.
+    #[error("message body contains a newline, which newline-separated /mpub cannot carry")]
+    ContainsNewline,
 }
 
 /// The error type of every fallible operation in this crate.

@@ -9,6 +9,8 @@
 //! * [`protocol`]: the NSQ TCP protocol, pure bytes <-> types;
 //! * `transport`: TLS, snappy and deflate as stream wrappers, and the handshake;
 //! * actors: one connection actor per nsqd, discovery, the RDY coordinator, handlers.
+//!
+//! Beside them, [`http`] holds typed clients for the HTTP APIs of nsqd and nsqlookupd.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
@@ -18,6 +20,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod handler;
+pub mod http;
 mod lookup;
 mod producer;
 pub mod protocol;
@@ -34,7 +37,8 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{GiveUp, HandlerFuture};
-pub use lookup::{LookupResponse, ProducerInfo};
+pub use http::{LookupdHttpClient, NsqdHttpClient};
+pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, Message, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};

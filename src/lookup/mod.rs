@@ -17,8 +17,8 @@ use actix::{
 };
 use rand::Rng;
 
-pub(crate) use response::{decode, error_message};
-pub use response::{LookupResponse, ProducerInfo};
+pub(crate) use response::{decode, decode_empty, error_message, null_as_default};
+pub use response::{LookupResponse, NodeInfo, ProducerInfo};
 
 use crate::{error::Error, protocol::Topic, transport::Secret};
 

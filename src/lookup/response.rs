@@ -19,6 +19,10 @@ pub struct ProducerInfo {
     pub http_port: u16,
     /// nsqd's version.
     pub version: String,
+    /// nsqd `--topology-zone` (nsq ≥ 1.3; empty before).
+    pub topology_zone: String,
+    /// nsqd `--topology-region` (nsq ≥ 1.3; empty before).
+    pub topology_region: String,
 }
 
 impl ProducerInfo {
@@ -51,9 +55,47 @@ pub(crate) fn join_host_port(host: &str, port: u16) -> Option<String> {
 #[non_exhaustive]
 pub struct LookupResponse {
     /// The topic's channels.
+    #[serde(deserialize_with = "null_as_default")]
     pub channels: Vec<String>,
     /// The nsqd that have the topic.
+    #[serde(deserialize_with = "null_as_default")]
     pub producers: Vec<ProducerInfo>,
+}
+
+/// One nsqd as nsqlookupd's `/nodes` lists it: its address, and the topics it has with
+/// whether each is tombstoned (`nsqlookupd/http.go`, `doNodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct NodeInfo {
+    /// The node's addresses and version.
+    #[serde(flatten)]
+    pub producer: ProducerInfo,
+    /// Parallel to [`topics`](Self::topics): true where this node is tombstoned for the topic.
+    #[serde(deserialize_with = "null_as_default")]
+    pub tombstones: Vec<bool>,
+    /// The topics this node has registered.
+    #[serde(deserialize_with = "null_as_default")]
+    pub topics: Vec<String>,
+}
+
+impl NodeInfo {
+    /// True when the node has `topic` and is tombstoned for it.
+    pub fn is_tombstoned(&self, topic: &str) -> bool {
+        self.topics
+            .iter()
+            .zip(&self.tombstones)
+            .any(|(t, tombstoned)| t == topic && *tombstoned)
+    }
+}
+
+/// Go marshals a nil slice as `null`; read it as empty.
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The pre-1.0 wrapper: `{"status_code": 200, "status_txt": "OK", "data": {...}}`.
@@ -80,6 +122,18 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         }
     }
     serde_json::from_slice(body).map_err(|e| (0, format!("undecodable answer: {e}")))
+}
+
+/// Checks an answer that carries no data (`POST /topic/create` and the like): nothing to
+/// decode, but a legacy wrapper may still report an error in its `status_code`.
+pub(crate) fn decode_empty(body: &[u8], v1: bool) -> Result<(), (u16, String)> {
+    if v1 {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Legacy<serde_json::Value>>(body) {
+        Ok(legacy) if legacy.status_code != 200 => Err((legacy.status_code, legacy.status_txt)),
+        _ => Ok(()),
+    }
 }
 
 /// The error message of an nsq HTTP error answer: `{"message": "TOPIC_NOT_FOUND"}`, or the
@@ -142,6 +196,39 @@ mod tests {
             "TOPIC_NOT_FOUND"
         );
         assert_eq!(error_message(b"oops\n"), "oops");
+    }
+
+    #[test]
+    fn nodes_carry_topics_and_tombstones() {
+        let body = br#"{"producers":[{"remote_address":"127.0.0.1:5000","hostname":"h",
+            "broadcast_address":"10.0.0.1","tcp_port":4150,"http_port":4151,"version":"1.3.0",
+            "topology_zone":"z","topology_region":"r","tombstones":[false,true],
+            "topics":["a","b"]},{"broadcast_address":"10.0.0.2","tombstones":null,"topics":null}]}"#;
+        #[derive(Deserialize)]
+        struct Nodes {
+            producers: Vec<NodeInfo>,
+        }
+        let nodes: Nodes = decode(body, true).unwrap();
+        let n = &nodes.producers[0];
+        assert_eq!(n.producer.http_address().as_deref(), Some("10.0.0.1:4151"));
+        assert_eq!(n.producer.topology_zone, "z");
+        assert!(!n.is_tombstoned("a") && n.is_tombstoned("b") && !n.is_tombstoned("c"));
+        assert!(nodes.producers[1].topics.is_empty());
+        let r: LookupResponse = decode(br#"{"channels":null,"producers":null}"#, true).unwrap();
+        assert_eq!(r, LookupResponse::default());
+    }
+
+    #[test]
+    fn empty_answers_check_the_legacy_status() {
+        assert_eq!(decode_empty(b"", true), Ok(()));
+        assert_eq!(decode_empty(b"", false), Ok(()));
+        let ok = br#"{"status_code":200,"status_txt":"OK","data":null}"#;
+        assert_eq!(decode_empty(ok, false), Ok(()));
+        let err = br#"{"status_code":500,"status_txt":"INTERNAL_ERROR","data":null}"#;
+        assert_eq!(
+            decode_empty(err, false),
+            Err((500, "INTERNAL_ERROR".into()))
+        );
     }
 
     #[test]

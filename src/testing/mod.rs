@@ -8,12 +8,20 @@
 //! machine, RDY windows, timeouts, deferred messages), records every command clients send,
 //! and injects faults on demand (closed and half-open connections, slow frames, refused
 //! connections, graceful stop, kill, restart on the same port, lying frames). It negotiates
-//! TLS (with the test certificates in [`certs`]), snappy and deflate as nsqd does.
+//! TLS (with the test certificates in [`certs`]), snappy and deflate as nsqd does, and serves
+//! nsqd's HTTP API on [`TestNsqd::http_addr`].
+//!
+//! [`TestLookupd`] is an in-process nsqlookupd: its HTTP API over a registration database
+//! that test nsqds register with, so consumers discover them through it, plus `/lookup`
+//! faults (error status, garbage, slow, hang-up) and pre-1.0 answers on demand.
 
 pub mod certs;
+mod http;
+mod lookupd;
 mod mock;
 mod nsqd;
 
+pub use lookupd::{LookupFault, TestLookupd, TestLookupdBuilder};
 pub use mock::{Answer, HandlerOutcome, MockDelivery};
 
 pub use nsqd::{

@@ -20,12 +20,17 @@ use super::{
     conn::Outbound,
     record::{ChannelStats, ClientId, ClientInfo, ClientState, TopicStats},
 };
-use crate::protocol::{Channel, Frame, MessageId, Topic};
+use crate::{
+    protocol::{Channel, Frame, MessageId, Topic},
+    testing::lookupd::{PeerSpec, Registrar},
+};
 
 pub(crate) struct ClientEntry {
     pub(crate) info: ClientInfo,
     pub(crate) out: UnboundedSender<Outbound>,
     pub(crate) sample_rate: i32,
+    /// When it connected, in Unix seconds (`/stats` `connect_ts`).
+    pub(crate) connected_at: i64,
 }
 
 impl ClientEntry {
@@ -44,6 +49,7 @@ struct TopicState {
     held: VecDeque<(StoredMessage, Duration)>,
     paused: bool,
     message_count: u64,
+    message_bytes: u64,
 }
 
 /// Limits the broker enforces itself.
@@ -58,6 +64,9 @@ pub(crate) struct Broker {
     topics: BTreeMap<Topic, TopicState>,
     clients: HashMap<ClientId, ClientEntry>,
     next_message_id: u64,
+    /// Tells the test nsqlookupds about topics and channels as they come and go, as nsqd's
+    /// `Notify` does (`nsqd/lookup.go`).
+    lookupds: Registrar,
 }
 
 fn unix_nanos() -> i64 {
@@ -96,20 +105,56 @@ fn pump(channel: &mut ChannelState, clients: &mut HashMap<ClientId, ClientEntry>
 }
 
 impl Broker {
-    pub(crate) fn new(limits: BrokerLimits) -> Self {
+    pub(crate) fn new(limits: BrokerLimits, lookupds: Registrar) -> Self {
         let seed = u64::try_from(unix_nanos()).unwrap_or(0) >> 20 << 20;
         Self {
             limits,
             topics: BTreeMap::new(),
             clients: HashMap::new(),
             next_message_id: seed,
+            lookupds,
         }
     }
 
     /// Forgets every topic, channel, message and client (what `kill` leaves behind).
     pub(crate) fn reset(&mut self) {
+        self.lookupds.disconnect();
         self.topics.clear();
         self.clients.clear();
+    }
+
+    // ---- nsqlookupd --------------------------------------------------------------------------
+
+    /// Registers with the nsqlookupds: IDENTIFY, then every topic, each with its channels
+    /// (`connectCallback`).
+    pub(crate) fn connect_lookupds(&mut self, peer: &PeerSpec) {
+        let registrations = self.topics.iter().flat_map(|(topic, t)| {
+            let channels: Vec<Option<&str>> = if t.channels.is_empty() {
+                vec![None]
+            } else {
+                t.channels.keys().map(|c| Some(c.as_str())).collect()
+            };
+            channels.into_iter().map(move |c| (topic.as_str(), c))
+        });
+        self.lookupds.connect(peer, registrations);
+    }
+
+    /// The connections to the nsqlookupds close (nsqd exits or dies).
+    pub(crate) fn disconnect_lookupds(&mut self) {
+        self.lookupds.disconnect();
+    }
+
+    /// The lookup loop's 15-second heartbeat.
+    pub(crate) fn ping_lookupds(&self) {
+        self.lookupds.ping();
+    }
+
+    /// The topic's state, created (and announced) if new (`GetTopic`).
+    fn topic_entry(&mut self, topic: &Topic) -> &mut TopicState {
+        if !self.topics.contains_key(topic.as_str()) {
+            self.lookupds.register(topic, None);
+        }
+        self.topics.entry(topic.clone()).or_default()
     }
 
     /// A message with a fresh id: 16 lowercase hex digits, like nsqd's `guid.Hex()`.
@@ -269,8 +314,9 @@ impl Broker {
             .filter_map(|b| self.new_message(b))
             .collect();
         let ids = messages.iter().map(|m| m.id).collect();
-        let t = self.topics.entry(topic.clone()).or_default();
+        let t = self.topic_entry(topic);
         t.message_count += messages.len() as u64;
+        t.message_bytes += messages.iter().map(|m| m.body.len() as u64).sum::<u64>();
         t.held.extend(messages.into_iter().map(|m| (m, delay)));
         self.pump_topic(topic.as_str(), now);
         ids
@@ -299,13 +345,14 @@ impl Broker {
     }
 
     pub(crate) fn create_topic(&mut self, topic: &Topic) {
-        self.topics.entry(topic.clone()).or_default();
+        self.topic_entry(topic);
     }
 
     pub(crate) fn create_channel(&mut self, topic: &Topic, channel: &Channel, now: Instant) {
-        let t = self.topics.entry(topic.clone()).or_default();
+        let t = self.topic_entry(topic);
         if !t.channels.contains_key(channel.as_str()) {
             t.channels.insert(channel.clone(), ChannelState::default());
+            self.lookupds.register(topic, Some(channel.as_str()));
             self.pump_topic(topic.as_str(), now);
         }
     }
@@ -315,7 +362,10 @@ impl Broker {
         let Some(t) = self.topics.remove(topic) else {
             return false;
         };
-        for ch in t.channels.values() {
+        // Topic.exit(deleted): UNREGISTER the topic, then each deleted channel.
+        self.lookupds.unregister(topic, None);
+        for (name, ch) in &t.channels {
+            self.lookupds.unregister(topic, Some(name.as_str()));
             self.close_clients(ch.clients());
         }
         true
@@ -331,9 +381,11 @@ impl Broker {
             return false;
         };
         let now_empty = t.channels.is_empty();
+        self.lookupds.unregister(topic, Some(channel));
         self.close_clients(ch.clients());
         if now_empty && topic.ends_with(crate::protocol::EPHEMERAL_SUFFIX) {
             self.topics.remove(topic);
+            self.lookupds.unregister(topic, None);
         }
         true
     }
@@ -420,6 +472,7 @@ impl Broker {
     /// back to their queues, and ephemeral topics and channels (which nsqd never persists)
     /// disappear.
     pub(crate) fn exit_gracefully(&mut self) {
+        self.lookupds.disconnect();
         self.clients.clear();
         self.topics.retain(|name, _| !name.is_ephemeral());
         for t in self.topics.values_mut() {
@@ -462,6 +515,7 @@ fn topic_stats(name: &Topic, t: &TopicState) -> TopicStats {
         name: name.to_string(),
         depth: t.held.len(),
         message_count: t.message_count,
+        message_bytes: t.message_bytes,
         paused: t.paused,
         channels: t.channels.iter().map(|(n, ch)| ch.stats(n)).collect(),
     }
@@ -506,5 +560,11 @@ pub(crate) fn new_client_entry(
         },
         out,
         sample_rate: 0,
+        connected_at: i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+        .unwrap_or(i64::MAX),
     }
 }

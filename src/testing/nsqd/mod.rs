@@ -5,6 +5,8 @@ mod broker;
 mod channel;
 mod conn;
 mod exec;
+mod http;
+mod http_stats;
 mod identify;
 mod options;
 mod record;
@@ -63,6 +65,7 @@ const POLL_EVERY: Duration = Duration::from_millis(5);
 pub struct TestNsqd {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    http_addr: SocketAddr,
     control: mpsc::UnboundedSender<Control>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -71,6 +74,7 @@ impl std::fmt::Debug for TestNsqd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestNsqd")
             .field("addr", &self.addr)
+            .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
 }
@@ -102,14 +106,15 @@ impl TestNsqd {
         let thread = thread::Builder::new()
             .name("test-nsqd".to_owned())
             .spawn(move || server::run(server_shared, control_rx, ready_tx))?;
-        let addr = match ready_rx.recv_timeout(CONTROL_TIMEOUT) {
-            Ok(Ok(addr)) => addr,
+        let (addr, http_addr) = match ready_rx.recv_timeout(CONTROL_TIMEOUT) {
+            Ok(Ok(bound)) => bound,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Error::Timeout("starting the test nsqd")),
         };
         Ok(Self {
             shared,
             addr,
+            http_addr,
             control,
             thread: Some(thread),
         })
@@ -118,6 +123,18 @@ impl TestNsqd {
     /// The TCP address clients connect to (the same port across [`restart`](Self::restart)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP API's address (nsqd's `--http-address`; the same port across restarts).
+    /// It answers as nsqd v1.3 does: `/ping`, `/info`, `/stats`, `/pub`, `/mpub`,
+    /// `/topic/*`, `/channel/*` and `/config/:opt`.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http://127.0.0.1:<http port>`, for an [`NsqdHttpClient`](crate::NsqdHttpClient).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     fn request(

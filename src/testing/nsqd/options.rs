@@ -9,7 +9,14 @@ use std::{
 use tokio_rustls::TlsAcceptor;
 
 use super::TestNsqd;
-use crate::{error::Error, testing::certs, transport::server_acceptor};
+use crate::{
+    error::Error,
+    testing::{
+        certs,
+        lookupd::{LookupdLink, TestLookupd},
+    },
+    transport::server_acceptor,
+};
 
 /// The version the test nsqd reports in its IDENTIFY reply (`internal/version`).
 pub const NSQD_VERSION: &str = "1.3.0";
@@ -26,6 +33,8 @@ pub(crate) struct AuthConfig {
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) tcp_address: SocketAddr,
+    pub(crate) http_address: SocketAddr,
+    pub(crate) lookupds: Vec<LookupdLink>,
     pub(crate) max_rdy_count: i64,
     pub(crate) max_msg_size: i64,
     pub(crate) max_body_size: i64,
@@ -108,6 +117,8 @@ impl TestNsqdBuilder {
         Self {
             opts: Options {
                 tcp_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                http_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                lookupds: Vec::new(),
                 max_rdy_count: Self::DEFAULT_MAX_RDY_COUNT,
                 max_msg_size: to_i64(Self::DEFAULT_MAX_MSG_SIZE),
                 max_body_size: to_i64(Self::DEFAULT_MAX_BODY_SIZE),
@@ -139,6 +150,22 @@ impl TestNsqdBuilder {
     /// reuses whatever port was picked.
     pub fn tcp_address(mut self, addr: SocketAddr) -> Self {
         self.opts.tcp_address = addr;
+        self
+    }
+
+    /// `--http-address`: where the HTTP API listens (default `127.0.0.1:0`; restarts reuse
+    /// the port picked).
+    pub fn http_address(mut self, addr: SocketAddr) -> Self {
+        self.opts.http_address = addr;
+        self
+    }
+
+    /// `--lookupd-tcp-address`: registers with this test nsqlookupd (in process, no TCP)
+    /// as nsqd does: broadcast address `127.0.0.1` with the TCP and HTTP ports, every topic
+    /// and channel as they are created and deleted, a ping every 15 s, and gone when the
+    /// server stops, is killed or dropped. Call it once per nsqlookupd.
+    pub fn lookupd(mut self, lookupd: &TestLookupd) -> Self {
+        self.opts.lookupds.push(lookupd.link());
         self
     }
 
@@ -375,6 +402,8 @@ impl fmt::Debug for TestNsqdBuilder {
         let o = &self.opts;
         f.debug_struct("TestNsqdBuilder")
             .field("tcp_address", &o.tcp_address)
+            .field("http_address", &o.http_address)
+            .field("lookupds", &o.lookupds.len())
             .field("max_rdy_count", &o.max_rdy_count)
             .field("max_msg_size", &o.max_msg_size)
             .field("max_body_size", &o.max_body_size)

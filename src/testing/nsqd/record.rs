@@ -154,6 +154,8 @@ pub struct TopicStats {
     pub depth: usize,
     /// Messages published to the topic.
     pub message_count: u64,
+    /// Bytes published to the topic.
+    pub message_bytes: u64,
     /// A paused topic holds messages instead of passing them to its channels.
     pub paused: bool,
     /// Its channels, by name.

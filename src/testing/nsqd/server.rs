@@ -13,16 +13,23 @@ use std::{
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
 };
 
 use super::{
     broker::{Broker, BrokerLimits},
     conn,
-    options::Options,
+    http::NsqdApi,
+    options::{Options, NSQD_VERSION},
     record::{ClientId, RecordedCommand},
 };
-use crate::error::Error;
+use crate::{
+    error::Error,
+    testing::{
+        http::{serve, ServerConfig},
+        lookupd::{PeerSpec, Registrar},
+    },
+};
 
 /// Switches every connection watches. Connections are numbered by [`ClientId`], so "every
 /// connection that exists now" is "every id below the next one".
@@ -68,9 +75,10 @@ impl Shared {
             max_msg_timeout: opts.max_msg_timeout,
             max_channel_consumers: opts.max_channel_consumers,
         };
+        let lookupds = Registrar::new(opts.lookupds.clone());
         Self {
             opts,
-            broker: Mutex::new(Broker::new(limits)),
+            broker: Mutex::new(Broker::new(limits, lookupds)),
             recorder: Mutex::new(Vec::new()),
             signals: watch::Sender::new(Signals::default()),
             next_client: AtomicU64::new(1),
@@ -118,13 +126,28 @@ pub(crate) enum Control {
 
 /// How long connections get to go away when closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// nsqd's lookup loop pings every nsqlookupd this often (`nsqd/lookup.go`).
+const LOOKUPD_PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The bound TCP and HTTP addresses.
+pub(crate) type Bound = (SocketAddr, SocketAddr);
+
+async fn bind(
+    tcp: SocketAddr,
+    http: SocketAddr,
+) -> Result<(TcpListener, TcpListener, Bound), Error> {
+    let listener = TcpListener::bind(tcp).await?;
+    let http_listener = TcpListener::bind(http).await?;
+    let bound = (listener.local_addr()?, http_listener.local_addr()?);
+    Ok((listener, http_listener, bound))
+}
 
 /// Runs the server on the current thread until `control` closes. `ready` gets the bound
-/// address, or why binding failed.
+/// addresses, or why binding failed.
 pub(crate) fn run(
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    ready: std_mpsc::SyncSender<Result<SocketAddr, Error>>,
+    ready: std_mpsc::SyncSender<Result<Bound, Error>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,30 +160,32 @@ pub(crate) fn run(
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(shared.opts.tcp_address).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return;
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return;
-            }
-        };
+        let (listener, http_listener, (addr, http_addr)) =
+            match bind(shared.opts.tcp_address, shared.opts.http_address).await {
+                Ok(bound) => bound,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
         shared.listening.store(true, Ordering::SeqCst);
-        let _ = ready.send(Ok(addr));
-        tracing::info!(%addr, "test nsqd listening");
+        let api = Arc::new(NsqdApi::new(shared.clone(), addr, http_addr));
         let mut server = Server {
             shared,
             addr,
+            http_addr,
+            api,
             listener: Some(listener),
+            http: None,
             conns: JoinSet::new(),
         };
+        // Registered with the nsqlookupds before the handle returns, so that a test sees
+        // the registration as soon as it creates a topic.
+        server.serve_http(http_listener);
+        let _ = ready.send(Ok((addr, http_addr)));
+        tracing::info!(%addr, %http_addr, "test nsqd listening");
         let scanner = tokio::spawn(scan(server.shared.clone()));
+        let pinger = tokio::spawn(ping_lookupds(server.shared.clone()));
         loop {
             tokio::select! {
                 request = control.recv() => match request {
@@ -172,7 +197,9 @@ pub(crate) fn run(
             }
         }
         scanner.abort();
-        server.listener = None;
+        pinger.abort();
+        server.stop_listening();
+        server.shared.broker().disconnect_lookupds();
         server.shared.close_existing();
         server.conns.abort_all();
         while server.conns.join_next().await.is_some() {}
@@ -183,7 +210,11 @@ pub(crate) fn run(
 struct Server {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    http_addr: SocketAddr,
+    api: Arc<NsqdApi>,
     listener: Option<TcpListener>,
+    /// The HTTP accept loop; aborting it drops its connections.
+    http: Option<JoinHandle<()>>,
     conns: JoinSet<()>,
 }
 
@@ -191,6 +222,16 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<TcpStream> {
     match listener {
         Some(listener) => listener.accept().await.map(|(stream, _)| stream),
         None => std::future::pending().await,
+    }
+}
+
+/// nsqd's lookup loop heartbeat.
+async fn ping_lookupds(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(LOOKUPD_PING_INTERVAL);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        shared.broker().ping_lookupds();
     }
 }
 
@@ -254,7 +295,24 @@ impl Server {
 
     fn stop_listening(&mut self) {
         self.listener = None;
+        if let Some(http) = self.http.take() {
+            http.abort();
+        }
         self.shared.listening.store(false, Ordering::SeqCst);
+    }
+
+    /// Serves the HTTP API and registers with the nsqlookupds, now that both ports are known.
+    fn serve_http(&mut self, listener: TcpListener) {
+        let config = ServerConfig::new(NsqdApi::max_body(&self.shared));
+        self.http = Some(tokio::spawn(serve(listener, self.api.clone(), config)));
+        let peer = PeerSpec {
+            broadcast_address: self.addr.ip().to_string(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            tcp_port: self.addr.port(),
+            http_port: self.http_addr.port(),
+            version: NSQD_VERSION.to_owned(),
+        };
+        self.shared.broker().connect_lookupds(&peer);
     }
 
     async fn close_connections(&mut self) {
@@ -276,22 +334,28 @@ impl Server {
     }
 
     async fn listen_again(&mut self) -> Result<(), Error> {
-        // The old sockets may linger briefly; tokio sets SO_REUSEADDR, so retrying is enough.
-        let mut attempts = 0;
-        loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => {
-                    self.listener = Some(listener);
-                    self.shared.listening.store(true, Ordering::SeqCst);
-                    tracing::info!(addr = %self.addr, "test nsqd restarted");
-                    return Ok(());
-                }
-                Err(e) if attempts < 50 && e.kind() == std::io::ErrorKind::AddrInUse => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
+        let listener = bind_again(self.addr).await?;
+        let http_listener = bind_again(self.http_addr).await?;
+        self.listener = Some(listener);
+        self.shared.listening.store(true, Ordering::SeqCst);
+        self.serve_http(http_listener);
+        tracing::info!(addr = %self.addr, "test nsqd restarted");
+        Ok(())
+    }
+}
+
+/// Binds a port used before. The old sockets may linger briefly; tokio sets SO_REUSEADDR, so
+/// retrying is enough.
+async fn bind_again(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if attempts < 50 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(e) => return Err(e.into()),
         }
     }
 }
