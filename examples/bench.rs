@@ -120,15 +120,7 @@ fn target(args: &Args) -> Target {
 }
 
 fn topic(workload: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "bench-{workload}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000
-    )
+    format!("bench-{workload}-{}", std::process::id())
 }
 
 async fn prefill(addr: &str, topic: &str, messages: u64, body: &[u8]) {
@@ -315,6 +307,21 @@ async fn latency(target: &Target, args: &Args) -> Measured {
     }
 }
 
+/// Deletes the benchmark's topic on a real nsqd, so runs do not pile messages up in it.
+async fn delete_topic(args: &Args, topic: &str) {
+    let Some(http) = &args.nsqd_http_address else {
+        return;
+    };
+    match actix_nsq::NsqdHttpClient::new(http) {
+        Ok(client) => {
+            if let Err(error) = client.delete_topic(topic).await {
+                eprintln!("could not delete topic {topic}: {error}");
+            }
+        }
+        Err(error) => eprintln!("bad --nsqd-http-address {http}: {error}"),
+    }
+}
+
 fn run_one(args: &Args, workload: &str) {
     let system = actix_rt::System::new();
     let target = target(args);
@@ -331,6 +338,7 @@ fn run_one(args: &Args, workload: &str) {
             other => panic!("unknown workload {other}; known: {WORKLOADS:?}"),
         }
     });
+    system.block_on(delete_topic(args, &topic(workload)));
     let secs = measured.elapsed.as_secs_f64();
     let mut line = serde_json::json!({
         "client": "actix-nsq",
