@@ -338,6 +338,8 @@ fn run_one(args: &Args, workload: &str) {
             other => panic!("unknown workload {other}; known: {WORKLOADS:?}"),
         }
     });
+    // Before the clean-up below, whose HTTP client is not part of the workload.
+    let peak_rss = peak_rss_mb();
     system.block_on(delete_topic(args, &topic(workload)));
     let secs = measured.elapsed.as_secs_f64();
     let mut line = serde_json::json!({
@@ -350,7 +352,7 @@ fn run_one(args: &Args, workload: &str) {
         "msgs_per_sec": (measured.messages as f64 / secs).round(),
         "cpu_us_per_msg": (measured.cpu_micros as f64 / measured.messages as f64 * 1000.0).round() / 1000.0,
         "cpu_scope": if target.in_process { "client thread" } else { "process" },
-        "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        "peak_rss_mb": (peak_rss * 10.0).round() / 10.0,
     });
     if let (Some(line), Some(extra)) = (line.as_object_mut(), measured.extra.as_object()) {
         line.extend(extra.clone());
