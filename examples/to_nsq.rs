@@ -113,7 +113,7 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(summary) => {
             eprintln!("to_nsq: {summary}");
-            if summary.failed == 0 {
+            if summary.is_success() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -182,9 +182,9 @@ async fn run(args: Args) -> Result<Summary, String> {
             line = lines.recv() => match line {
                 None => break,
                 Some(Err(error)) => {
-                    out.flush(std::mem::take(&mut batch)).await?;
-                    producer.stop().await;
-                    return Err(format!("reading stdin: {error}"));
+                    eprintln!("to_nsq: reading stdin: {error}");
+                    out.summary.unreadable = true;
+                    break;
                 }
                 Some(Ok(line)) => {
                     out.summary.read += 1;
@@ -192,13 +192,14 @@ async fn run(args: Args) -> Result<Summary, String> {
                         out.summary.skipped += 1;
                         continue;
                     }
-                    if !pace.wait(&interrupted).await {
-                        break;
-                    }
+                    let on_time = pace.wait(&interrupted).await;
                     if batch.is_empty() {
                         send_by = Instant::now() + linger;
                     }
-                    batch.push(Bytes::from(line));
+                    batch.push(Bytes::from(line)); // read, so published or kept as failed
+                    if !on_time {
+                        break;
+                    }
                     if batch.len() >= batch_size {
                         out.flush(std::mem::take(&mut batch)).await?;
                     }
@@ -245,6 +246,14 @@ struct Summary {
     published: u64,
     failed: u64,
     interrupted: bool,
+    /// Reading stdin failed: the input was not read to its end.
+    unreadable: bool,
+}
+
+impl Summary {
+    fn is_success(&self) -> bool {
+        self.failed == 0 && !self.unreadable
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -253,7 +262,7 @@ impl std::fmt::Display for Summary {
         if self.skipped > 0 {
             write!(f, ", skipped {} empty", self.skipped)?;
         }
-        if self.interrupted {
+        if self.interrupted || self.unreadable {
             write!(f, "; stopped after input line {}", self.read)?;
         }
         Ok(())
@@ -460,7 +469,7 @@ impl Pace {
         }
     }
 
-    /// Waits for the next line's turn; false when interrupted meanwhile.
+    /// Waits for the next line's turn; false when interrupted first.
     async fn wait(&mut self, interrupted: &CancellationToken) -> bool {
         let Some(interval) = self.interval else {
             return true;
