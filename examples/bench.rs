@@ -120,15 +120,7 @@ fn target(args: &Args) -> Target {
 }
 
 fn topic(workload: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "bench-{workload}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000
-    )
+    format!("bench-{workload}-{}", std::process::id())
 }
 
 async fn prefill(addr: &str, topic: &str, messages: u64, body: &[u8]) {
@@ -315,6 +307,21 @@ async fn latency(target: &Target, args: &Args) -> Measured {
     }
 }
 
+/// Deletes the benchmark's topic on a real nsqd, so runs do not pile messages up in it.
+async fn delete_topic(args: &Args, topic: &str) {
+    let Some(http) = &args.nsqd_http_address else {
+        return;
+    };
+    match actix_nsq::NsqdHttpClient::new(http) {
+        Ok(client) => {
+            if let Err(error) = client.delete_topic(topic).await {
+                eprintln!("could not delete topic {topic}: {error}");
+            }
+        }
+        Err(error) => eprintln!("bad --nsqd-http-address {http}: {error}"),
+    }
+}
+
 fn run_one(args: &Args, workload: &str) {
     let system = actix_rt::System::new();
     let target = target(args);
@@ -331,6 +338,9 @@ fn run_one(args: &Args, workload: &str) {
             other => panic!("unknown workload {other}; known: {WORKLOADS:?}"),
         }
     });
+    // Before the clean-up below, whose HTTP client is not part of the workload.
+    let peak_rss = peak_rss_mb();
+    system.block_on(delete_topic(args, &topic(workload)));
     let secs = measured.elapsed.as_secs_f64();
     let mut line = serde_json::json!({
         "client": "actix-nsq",
@@ -342,7 +352,7 @@ fn run_one(args: &Args, workload: &str) {
         "msgs_per_sec": (measured.messages as f64 / secs).round(),
         "cpu_us_per_msg": (measured.cpu_micros as f64 / measured.messages as f64 * 1000.0).round() / 1000.0,
         "cpu_scope": if target.in_process { "client thread" } else { "process" },
-        "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        "peak_rss_mb": (peak_rss * 10.0).round() / 10.0,
     });
     if let (Some(line), Some(extra)) = (line.as_object_mut(), measured.extra.as_object()) {
         line.extend(extra.clone());

@@ -1,19 +1,93 @@
 //! # actix-nsq
 //!
-//! A production NSQ client built on actix actors: consumers whose handlers are actors,
-//! connections that heal themselves, go-nsq's flow control and backoff, an in-process nsqd for
-//! tests, and an RSMQ transport beside it.
+//! A production [NSQ](https://nsq.io) client built on [actix](https://actix.rs): consumers whose
+//! handlers are actix actors, connections that heal themselves, go-nsq's flow control and
+//! backoff (with its users' top complaints fixed), producers that pipeline and fail over, typed
+//! HTTP clients for nsqd and nsqlookupd, an in-process nsqd for tests, and an RSMQ (Redis
+//! Simple Message Queue) transport behind the same handler contract.
 //!
-//! The crate has three layers, kept strictly apart:
+//! ## Consuming
 //!
-//! * [`protocol`]: the NSQ TCP protocol, pure bytes <-> types;
-//! * `transport`: TLS, snappy and deflate as stream wrappers, and the handshake;
-//! * actors: one connection actor per nsqd, discovery, the RDY coordinator, handlers.
+//! A handler is an actix actor handling [`Delivery`] (or a closure, with
+//! [`ConsumerBuilder::handler_fn`]). Its result answers the message: `Ok` finishes it, `Err`
+//! requeues it with the default delay and backoff. A handler may also keep the delivery and
+//! answer later ([`Delivery::finish`], [`Delivery::requeue`], [`Delivery::touch`]) from any task
+//! or actor.
 //!
-//! Beside them, [`http`] holds typed clients for the HTTP APIs of nsqd and nsqlookupd.
+//! ```no_run
+//! use actix::prelude::*;
+//! use actix_nsq::{Consumer, Delivery, HandlerResult};
+//!
+//! struct Indexer;
+//!
+//! impl Actor for Indexer {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<Delivery> for Indexer {
+//!     type Result = HandlerResult;
+//!
+//!     fn handle(&mut self, delivery: Delivery, _: &mut Context<Self>) -> HandlerResult {
+//!         println!("{} bytes, attempt {}", delivery.body().len(), delivery.attempts());
+//!         Ok(()) // FIN; an Err would REQ with backoff
+//!     }
+//! }
+//!
+//! #[actix_rt::main]
+//! async fn main() -> Result<(), actix_nsq::Error> {
+//!     let consumer = Consumer::builder("events", "indexer")
+//!         .lookupd("http://127.0.0.1:4161") // and/or .nsqd("127.0.0.1:4150")
+//!         .max_in_flight(200)
+//!         .handler(Indexer.start().recipient())
+//!         .start()?;
+//!     actix_rt::signal::ctrl_c().await?;
+//!     consumer.stop().await; // CLS, drain in-flight messages, close
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Publishing
+//!
+//! ```no_run
+//! # #[actix_rt::main]
+//! # async fn main() -> Result<(), actix_nsq::Error> {
+//! use std::time::Duration;
+//! use actix_nsq::Producer;
+//!
+//! let producer = Producer::builder().nsqd("127.0.0.1:4150").nsqd("127.0.0.1:4250").start()?;
+//! producer.publish("events", "hello").await?;                              // PUB
+//! producer.multi_publish("events", ["a", "b", "c"]).await?;                // MPUB
+//! producer.deferred_publish("events", Duration::from_secs(5), "later").await?; // DPUB
+//! producer.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Testing without a server
+//!
+//! With the `testing` feature, `testing::TestNsqd` is an in-process nsqd on `127.0.0.1:0` that
+//! behaves like nsqd 1.3 (checked against the real one) and records every command, and
+//! `testing::MockDelivery` hands one message to a handler with no server at all.
+//!
+//! ## Layout
+//!
+//! Three layers, kept strictly apart: [`protocol`] (the NSQ TCP protocol, pure bytes <-> types),
+//! a transport layer (TLS, snappy and deflate as stream wrappers, and the handshake), and the
+//! actors (one supervised connection per nsqd, discovery, the RDY coordinator, handlers).
+//! [`http`] holds the HTTP clients.
+//!
+//! ## Cargo features
+//!
+//! * `testing`: the `testing` module, the in-process nsqd and nsqlookupd and the handler mock.
+//! * `rsmq`: the `rsmq` module, the RSMQ client and consumer (adds the `redis` crate).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 mod conn;
 mod consumer;

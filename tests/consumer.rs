@@ -260,7 +260,9 @@ async fn dropped_deliveries_are_requeued_at_once() {
 async fn a_panicking_handler_requeues_and_the_consumer_lives_on() {
     let nsqd = TestNsqd::start().unwrap();
     nsqd.publish("events", "poison").unwrap();
+    let events = Events::default();
     let consumer = builder(&nsqd)
+        .events(events.recipient())
         .max_in_flight(1)
         .default_requeue_delay(Duration::ZERO)
         .max_backoff_duration(Duration::ZERO)
@@ -276,6 +278,15 @@ async fn a_panicking_handler_requeues_and_the_consumer_lives_on() {
     assert_eq!(
         lines(&nsqd),
         ["IDENTIFY", "SUB events tests", "RDY 1", "REQ 0", "FIN"]
+    );
+    let reported = |e: &ConsumerEvent| {
+        matches!(e, ConsumerEvent::Connection(actix_nsq::ConnectionEvent::HandlerFailed { reason, .. })
+            if reason == "handler panicked: poison message")
+    };
+    assert!(
+        eventually(|| events.any(reported)).await,
+        "{:?}",
+        events.all()
     );
     consumer.stop().await;
 }

@@ -143,6 +143,7 @@ impl NsqdConnection {
             dispatch,
             watch: Some(watch),
             give_up,
+            failures: self.failures.clone(),
         });
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);

@@ -11,22 +11,49 @@ use std::{
     future::Future,
     pin::Pin,
     rc::Rc,
+    sync::Arc,
     task::{ready, Context, Poll, Waker},
 };
 
-use actix::{Actor, ActorFuture};
+use actix::{Actor, ActorFuture, Recipient};
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
+use super::{ConnId, ConnectionEvent};
 use crate::{
     delivery::Watch,
-    handler::{settle, Dispatch},
+    handler::{settle, Dispatch, Handled},
 };
+
+/// Reports handlers that panicked or were gone, as `ConnectionEvent::HandlerFailed`.
+pub(crate) struct FailureReporter {
+    pub(crate) id: ConnId,
+    pub(crate) addr: Arc<str>,
+    pub(crate) events: Recipient<ConnectionEvent>,
+}
+
+impl FailureReporter {
+    fn report(&self, watch: &Watch, handled: &Handled) {
+        let reason = match handled {
+            Handled::Panicked(panic) => format!("handler panicked: {panic}"),
+            Handled::Gone => "no live handler actor took the message".to_owned(),
+            Handled::Returned(_) => return,
+        };
+        self.events.do_send(ConnectionEvent::HandlerFailed {
+            id: self.id,
+            addr: self.addr.clone(),
+            message_id: watch.meta().id.as_str().to_owned(),
+            reason,
+        });
+    }
+}
 
 /// A delivery being handled; settles its answer when the handler is done.
 pub(crate) struct Settling {
     pub(crate) dispatch: Dispatch,
     pub(crate) watch: Option<Watch>,
     pub(crate) give_up: bool,
+    /// Shared by the connection's deliveries (a reference count, no allocation per message).
+    pub(crate) failures: Option<Rc<FailureReporter>>,
 }
 
 impl Future for Settling {
@@ -35,6 +62,9 @@ impl Future for Settling {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let handled = ready!(Pin::new(&mut self.dispatch).poll(cx));
         if let Some(watch) = self.watch.take() {
+            if let Some(failures) = &self.failures {
+                failures.report(&watch, &handled);
+            }
             settle(&watch, &handled, self.give_up);
         }
         Poll::Ready(())

@@ -69,6 +69,18 @@ pub enum ConnectionEvent {
         /// The error.
         error: Error,
     },
+    /// A handler panicked, or no handler actor was alive to take a message; the message was
+    /// requeued with backoff and the consumer carries on.
+    HandlerFailed {
+        /// Which connection delivered the message.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// The message id.
+        message_id: String,
+        /// What happened.
+        reason: String,
+    },
     /// The connection was closed on request (graceful stop).
     Closed {
         /// Which connection.
@@ -89,6 +101,7 @@ impl ConnectionEvent {
             | ConnectionEvent::Reconnecting { id, .. }
             | ConnectionEvent::GaveUp { id, .. }
             | ConnectionEvent::ServerError { id, .. }
+            | ConnectionEvent::HandlerFailed { id, .. }
             | ConnectionEvent::Closed { id, .. } => *id,
         }
     }
@@ -101,6 +114,7 @@ impl ConnectionEvent {
             | ConnectionEvent::Reconnecting { addr, .. }
             | ConnectionEvent::GaveUp { addr, .. }
             | ConnectionEvent::ServerError { addr, .. }
+            | ConnectionEvent::HandlerFailed { addr, .. }
             | ConnectionEvent::Closed { addr, .. } => addr,
         }
     }

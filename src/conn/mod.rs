@@ -42,7 +42,7 @@ pub use stats::ConnectionStats;
 pub(crate) use subscription::{Flow, LinkId, Subscription};
 
 use self::{
-    handling::{DriveHandlers, Handling},
+    handling::{DriveHandlers, FailureReporter, Handling},
     responder::{Answer, NsqResponder},
     writer::{Writer, WriterOwner},
 };
@@ -123,6 +123,7 @@ pub(crate) struct NsqdConnection {
     lost_links: HashMap<u64, LinkId>,
     /// Handler futures; they outlive restarts (see `handling`).
     handling: Rc<RefCell<Handling>>,
+    failures: Option<Rc<FailureReporter>>,
 }
 
 /// How to start a connection.
@@ -144,6 +145,13 @@ impl NsqdConnection {
     fn new(params: ConnectionParams) -> Self {
         let reconnect = ReconnectBackoff::new(params.config.reconnect.clone());
         let (answers_tx, answers) = mpsc::unbounded_channel();
+        let failures = params.events.clone().map(|events| {
+            Rc::new(FailureReporter {
+                id: params.id,
+                addr: params.addr.clone(),
+                events,
+            })
+        });
         Self {
             id: params.id,
             addr: params.addr,
@@ -162,6 +170,7 @@ impl NsqdConnection {
             link_gen: 0,
             lost_links: HashMap::new(),
             handling: Rc::default(),
+            failures,
         }
     }
 

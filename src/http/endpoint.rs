@@ -195,14 +195,16 @@ impl Endpoint {
     ) -> Result<Self, Error> {
         settings.validate()?;
         let base = base_url(addr)?;
-        let tls = settings
-            .tls
-            .clone()
-            .unwrap_or_default()
-            .http_client_config()?;
-        let connector = awc::Connector::new()
-            .timeout(settings.timeout)
-            .rustls_0_23(tls);
+        let mut connector = awc::Connector::new().timeout(settings.timeout);
+        // Build TLS (and its root store, a few hundred KB) only for https endpoints.
+        if base.starts_with("https://") {
+            let tls = settings
+                .tls
+                .clone()
+                .unwrap_or_default()
+                .http_client_config()?;
+            connector = connector.rustls_0_23(tls);
+        }
         let client = awc::Client::builder()
             .connector(connector)
             .timeout(settings.timeout)

@@ -127,7 +127,10 @@ impl LookupdDiscoverer {
         self.querying = true;
         let client = self
             .client
-            .get_or_insert_with(|| http_client(self.config.poll_timeout))
+            .get_or_insert_with(|| {
+                let https = self.urls.iter().any(|(_, url)| url.starts_with("https://"));
+                http_client(self.config.poll_timeout, https)
+            })
             .clone();
         let start = self.next;
         self.next = (self.next + TRIES.min(self.urls.len())) % self.urls.len();
@@ -223,12 +226,14 @@ async fn lookup(
     Ok(nsqd)
 }
 
-/// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, rustls with the webpki roots
-/// for `https://` addresses.
-pub(crate) fn http_client(timeout: Duration) -> awc::Client {
+/// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, and (only when some address is
+/// `https://`, as the root store costs a few hundred KB) rustls with the webpki roots.
+pub(crate) fn http_client(timeout: Duration, https: bool) -> awc::Client {
     let mut connector = awc::Connector::new().timeout(timeout);
-    if let Ok(tls) = crate::transport::default_http_tls() {
-        connector = connector.rustls_0_23(tls);
+    if https {
+        if let Ok(tls) = crate::transport::default_http_tls() {
+            connector = connector.rustls_0_23(tls);
+        }
     }
     awc::Client::builder()
         .connector(connector)

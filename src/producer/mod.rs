@@ -14,7 +14,7 @@ mod relay;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -88,6 +88,7 @@ struct Inner {
     limits: PublishLimits,
     stopped: AtomicBool,
     connected: Arc<Notify>,
+    last_error: Arc<Mutex<Option<Error>>>,
     _relay: Addr<EventRelay>,
 }
 
@@ -124,7 +125,13 @@ impl Producer {
 
     fn start(builder: ProducerBuilder) -> Self {
         let connected = Arc::new(Notify::new());
-        let relay = EventRelay::new(connected.clone(), builder.events.clone()).start();
+        let last_error = Arc::new(Mutex::new(None));
+        let relay = EventRelay::new(
+            connected.clone(),
+            last_error.clone(),
+            builder.events.clone(),
+        )
+        .start();
         let config = Arc::new(builder.connection.clone());
         let slots = builder
             .nsqd
@@ -160,6 +167,7 @@ impl Producer {
                 limits: builder.connection.publish_limits,
                 stopped: AtomicBool::new(false),
                 connected,
+                last_error,
                 _relay: relay,
             }),
         }
@@ -170,8 +178,8 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::InvalidName`]/[`Error::InvalidBody`] before anything is sent (bad topic, empty
-    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Timeout`] or
-    /// [`Error::NotConnected`] when no nsqd could take it in time; [`Error::OutcomeUnknown`]
+    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Timeout`], or the
+    /// last connection error (else [`Error::NotConnected`]), when no nsqd could take it in time; [`Error::OutcomeUnknown`]
     /// when the connection died before nsqd answered; [`Error::Stopped`] after `stop()`.
     pub async fn publish(
         &self,
@@ -326,7 +334,9 @@ impl Producer {
                 return Err(Error::Stopped);
             }
             if timeout_at(deadline, notified).await.is_err() {
-                return Err(Error::NotConnected);
+                // Say why no connection is up, if a connection attempt said so.
+                let last = self.inner.last_error.lock().ok().and_then(|e| e.clone());
+                return Err(last.unwrap_or(Error::NotConnected));
             }
         }
     }

@@ -33,6 +33,27 @@ pub(super) struct IdentifyData {
     msg_timeout: i64,
 }
 
+impl IdentifyData {
+    /// Decodes an IDENTIFY body the way nsqd's `json.Unmarshal` into a struct does: `null`
+    /// leaves every field at its zero value, keys match case-insensitively, the last of
+    /// duplicate keys wins, a `null` field keeps its zero value, and anything but an object
+    /// (or `null`) is an error. Found by comparing with nsqd 1.3 (tests/live_nsqd.rs).
+    pub(super) fn decode_like_go(body: &[u8]) -> Option<Self> {
+        match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+            serde_json::Value::Null => Some(Self::default()),
+            serde_json::Value::Object(fields) => {
+                let fields: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .filter(|(_, value)| !value.is_null())
+                    .map(|(key, value)| (key.to_ascii_lowercase(), value))
+                    .collect();
+                serde_json::from_value(serde_json::Value::Object(fields)).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A client's negotiable settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClientSettings {
@@ -154,8 +175,8 @@ impl Conn {
         let max = self.shared.opts.max_body_size;
         let body = read_bounded_body(self, "IDENTIFY", ErrorCode::BadBody, max).await?;
         self.body = Some(body.clone());
-        let data: IdentifyData = serde_json::from_slice(&body)
-            .map_err(|_| fatal(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body"))?;
+        let data = IdentifyData::decode_like_go(&body)
+            .ok_or_else(|| fatal(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body"))?;
         tracing::debug!(client = %self.id, ?data, "IDENTIFY");
         let opts = &self.shared.opts;
         let settings = self
