@@ -340,6 +340,12 @@ impl EventLog {
             ConnectionEvent::ServerError { addr, error, .. } => {
                 tracing::warn!(nsqd = %addr, %error, "nsqd error");
             }
+            ConnectionEvent::HandlerFailed {
+                addr,
+                message_id,
+                reason,
+                ..
+            } => tracing::error!(nsqd = %addr, message_id, reason, "handler failed; requeued"),
             ConnectionEvent::Closed {
                 addr, abandoned, ..
             } => tracing::info!(nsqd = %addr, abandoned, "closed"),

@@ -274,7 +274,7 @@ struct Publisher {
     producer: Producer,
     topic: Topic,
     retries: u32,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<(String, String)>>>,
     interrupted: CancellationToken,
     failed: FailedLines,
     summary: Summary,
@@ -373,20 +373,22 @@ impl Publisher {
         }
     }
 
-    /// Why no connection was up, when that is the problem.
+    /// Which nsqd a connection failure came from, or why no connection was up.
     fn cause(&self, error: &Error) -> String {
-        if !matches!(error, Error::NotConnected | Error::Timeout(_)) {
-            return String::new();
-        }
-        match self.last_error.lock().ok().and_then(|last| last.clone()) {
-            Some(last) => format!(" (last connection error: {last})"),
-            None => String::new(),
+        let last = self.last_error.lock().ok().and_then(|last| last.clone());
+        match last {
+            Some((addr, last)) if last == error.to_string() => format!(" (nsqd {addr})"),
+            Some((addr, last)) if matches!(error, Error::NotConnected | Error::Timeout(_)) => {
+                format!(" (last connection error: {addr}: {last})")
+            }
+            _ => String::new(),
         }
     }
 }
 
-/// Keeps the producer's latest connection failure, to say why publishing fails.
-struct LastError(Arc<Mutex<Option<String>>>);
+/// Keeps the producer's latest connection failure (nsqd address, error), to say where
+/// publishing fails.
+struct LastError(Arc<Mutex<Option<(String, String)>>>);
 
 impl Actor for LastError {
     type Context = Context<Self>;
@@ -398,7 +400,7 @@ impl Handler<ConnectionEvent> for LastError {
     fn handle(&mut self, event: ConnectionEvent, _: &mut Context<Self>) {
         if let ConnectionEvent::Disconnected { addr, error, .. } = event {
             if let Ok(mut last) = self.0.lock() {
-                *last = Some(format!("{addr}: {error}"));
+                *last = Some((addr.to_string(), error.to_string()));
             }
         }
     }
