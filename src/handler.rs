@@ -122,6 +122,48 @@ impl HandlerSink {
     }
 }
 
+/// The handlers a consumer builder collects: actors sharing the work round robin, or a
+/// closure (used only when no actor is set).
+#[derive(Clone, Default)]
+pub(crate) struct Handlers {
+    actors: Vec<Recipient<Delivery>>,
+    closure: Option<HandlerSink>,
+}
+
+impl Handlers {
+    pub(crate) fn add_actor(&mut self, recipient: Recipient<Delivery>) {
+        self.actors.push(recipient);
+    }
+
+    pub(crate) fn set_closure<F, Fut>(&mut self, f: F)
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.closure = Some(HandlerSink::closure(f));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.actors.is_empty() && self.closure.is_none()
+    }
+
+    pub(crate) fn actor_count(&self) -> usize {
+        self.actors.len()
+    }
+
+    pub(crate) fn has_closure(&self) -> bool {
+        self.closure.is_some()
+    }
+
+    /// Where deliveries go: the actors if any were added, else the closure.
+    pub(crate) fn sink(&self) -> HandlerSink {
+        match (&self.closure, self.actors.is_empty()) {
+            (Some(closure), true) => closure.clone(),
+            _ => HandlerSink::actors(self.actors.clone()),
+        }
+    }
+}
+
 /// A delivery on its way through a handler.
 pub(crate) enum Dispatch {
     Closure(CatchUnwind<AssertUnwindSafe<HandlerFuture>>),
@@ -203,6 +245,14 @@ pub(crate) enum GiveUpHook {
 }
 
 impl GiveUpHook {
+    pub(crate) fn closure<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        GiveUpHook::Closure(Arc::new(move |delivery| Box::pin(f(delivery))))
+    }
+
     pub(crate) fn dispatch(&self, delivery: Delivery) -> Dispatch {
         match self {
             GiveUpHook::Log => {

@@ -15,7 +15,7 @@ use actix::{
 
 use super::{
     events::{ConsumerEvent, FlowNotice},
-    flow::{tick_every, FlowCore, FlowState},
+    flow::{FlowCore, FlowState},
     ConsumerBuilder,
 };
 use crate::{
@@ -162,7 +162,10 @@ impl Actor for ConsumerActor {
             flow: flow.clone(),
         });
         self.flow = Some(flow.clone());
-        ctx.run_interval(tick_every(&self.builder.flow), move |_, _| flow.tick());
+        // The tick is a no-op unless connections outnumber max_in_flight (RdyPolicy::tick_interval).
+        ctx.run_interval(self.builder.flow.rdy_redistribute_interval, move |_, _| {
+            flow.tick()
+        });
         for addr in self.builder.nsqd.clone() {
             self.connect(&addr, Origin::Static, ctx);
         }

@@ -9,7 +9,7 @@ use crate::{
     conn::{validate_addr, ConnectionConfig},
     delivery::{Delivery, HandlerResult},
     error::Error,
-    handler::{GiveUp, GiveUpHook, HandlerSink},
+    handler::{GiveUp, GiveUpHook, HandlerSink, Handlers},
     protocol::{Channel, Topic},
     rdy::{BackoffStrategy, FlowControl},
 };
@@ -24,8 +24,7 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd: Vec<String>,
     pub(crate) flow: FlowControl,
     pub(crate) connection: ConnectionConfig,
-    pub(crate) actors: Vec<Recipient<Delivery>>,
-    pub(crate) closure: Option<HandlerSink>,
+    pub(crate) handlers: Handlers,
     pub(crate) give_up: GiveUpHook,
     pub(crate) max_attempts: u32,
     pub(crate) default_requeue_delay: Duration,
@@ -62,8 +61,7 @@ impl ConsumerBuilder {
             lookupd: Vec::new(),
             flow: FlowControl::new(),
             connection: ConnectionConfig::new(),
-            actors: Vec::new(),
-            closure: None,
+            handlers: Handlers::default(),
             give_up: GiveUpHook::Log,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             default_requeue_delay: Self::DEFAULT_REQUEUE_DELAY,
@@ -95,7 +93,7 @@ impl ConsumerBuilder {
     /// delivery going to the next live one; their mailboxes are respected (a full mailbox makes
     /// the connection wait, it never queues without bound).
     pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
-        self.actors.push(recipient);
+        self.handlers.add_actor(recipient);
         self
     }
 
@@ -106,7 +104,7 @@ impl ConsumerBuilder {
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.closure = Some(HandlerSink::closure(f));
+        self.handlers.set_closure(f);
         self
     }
 
@@ -123,9 +121,7 @@ impl ConsumerBuilder {
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        if let HandlerSink::Closure(f) = HandlerSink::closure(f) {
-            self.give_up = GiveUpHook::Closure(f);
-        }
+        self.give_up = GiveUpHook::closure(f);
         self
     }
 
@@ -244,7 +240,7 @@ impl ConsumerBuilder {
             crate::lookup::lookup_url(addr, &topic)
                 .map_err(|reason| Error::config("lookupd", reason))?;
         }
-        if self.actors.is_empty() && self.closure.is_none() {
+        if self.handlers.is_empty() {
             return Err(Error::config(
                 "handler",
                 "set a handler actor or a handler closure",
@@ -305,12 +301,7 @@ impl ConsumerBuilder {
     }
 
     pub(crate) fn handler_sink(&self) -> HandlerSink {
-        if self.actors.is_empty() {
-            if let Some(closure) = &self.closure {
-                return closure.clone();
-            }
-        }
-        HandlerSink::actors(self.actors.clone())
+        self.handlers.sink()
     }
 }
 
@@ -323,8 +314,8 @@ impl fmt::Debug for ConsumerBuilder {
             .field("lookupd", &self.lookupd)
             .field("flow", &self.flow)
             .field("connection", &self.connection)
-            .field("handler_actors", &self.actors.len())
-            .field("handler_fn", &self.closure.is_some())
+            .field("handler_actors", &self.handlers.actor_count())
+            .field("handler_fn", &self.handlers.has_closure())
             .field("max_attempts", &self.max_attempts)
             .field("default_requeue_delay", &self.default_requeue_delay)
             .field("max_requeue_delay", &self.max_requeue_delay)

@@ -9,7 +9,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use actix::{Addr, WeakAddr};
@@ -188,9 +188,4 @@ impl Flow for FlowCore {
         }
         self.apply(actions, Some(link))
     }
-}
-
-/// How often the consumer actor checks whether the policy wants a redistribution tick.
-pub(crate) fn tick_every(flow: &FlowControl) -> Duration {
-    flow.rdy_redistribute_interval
 }

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     delivery::{Delivery, HandlerResult},
     error::{BodyError, Error, Result},
-    handler::{GiveUp, GiveUpHook, HandlerSink},
+    handler::{GiveUp, GiveUpHook, HandlerSink, Handlers},
     retry::ReconnectPolicy,
 };
 
@@ -30,8 +30,7 @@ pub(crate) enum GiveUpTarget {
 pub struct RsmqConsumerBuilder {
     pub(crate) rsmq: Rsmq,
     pub(crate) queue: String,
-    actors: Vec<Recipient<Delivery>>,
-    closure: Option<HandlerSink>,
+    handlers: Handlers,
     pub(crate) concurrency: u32,
     pub(crate) visibility_timeout: Option<Duration>,
     pub(crate) auto_extend: bool,
@@ -72,8 +71,7 @@ impl RsmqConsumerBuilder {
         Self {
             rsmq,
             queue: queue.into(),
-            actors: Vec::new(),
-            closure: None,
+            handlers: Handlers::default(),
             concurrency: Self::DEFAULT_CONCURRENCY,
             visibility_timeout: None,
             auto_extend: false,
@@ -91,7 +89,7 @@ impl RsmqConsumerBuilder {
     /// Adds an actix actor that handles deliveries. Several actors share the work, each
     /// delivery going to the next live one; a full mailbox makes the consumer wait.
     pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
-        self.actors.push(recipient);
+        self.handlers.add_actor(recipient);
         self
     }
 
@@ -102,7 +100,7 @@ impl RsmqConsumerBuilder {
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.closure = Some(HandlerSink::closure(f));
+        self.handlers.set_closure(f);
         self
     }
 
@@ -150,9 +148,7 @@ impl RsmqConsumerBuilder {
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        if let HandlerSink::Closure(f) = HandlerSink::closure(f) {
-            self.give_up = GiveUpTarget::Hook(GiveUpHook::Closure(f));
-        }
+        self.give_up = GiveUpTarget::Hook(GiveUpHook::closure(f));
         self
     }
 
@@ -214,7 +210,7 @@ impl RsmqConsumerBuilder {
     /// otherwise.
     pub fn validate(&self) -> Result<()> {
         validate::queue_name(&self.queue)?;
-        if self.actors.is_empty() && self.closure.is_none() {
+        if self.handlers.is_empty() {
             return Err(Error::config(
                 "handler",
                 "set a handler actor or a handler closure",
@@ -285,12 +281,7 @@ impl RsmqConsumerBuilder {
     }
 
     pub(crate) fn handler_sink(&self) -> HandlerSink {
-        if self.actors.is_empty() {
-            if let Some(closure) = &self.closure {
-                return closure.clone();
-            }
-        }
-        HandlerSink::actors(self.actors.clone())
+        self.handlers.sink()
     }
 
     pub(crate) fn give_up_hook(&self) -> GiveUpHook {
@@ -304,7 +295,7 @@ impl RsmqConsumerBuilder {
 /// A give-up hook that sends the body to `dlq`; its `Ok` then deletes the original through
 /// the usual checked finish, its `Err` requeues it.
 fn dead_letter(rsmq: Rsmq, dlq: Arc<str>) -> GiveUpHook {
-    let sink = HandlerSink::closure(move |delivery: Delivery| {
+    GiveUpHook::closure(move |delivery: Delivery| {
         let (rsmq, dlq) = (rsmq.clone(), dlq.clone());
         async move {
             let body = std::str::from_utf8(delivery.body()).map_err(|_| BodyError::NotUtf8)?;
@@ -326,11 +317,7 @@ fn dead_letter(rsmq: Rsmq, dlq: Arc<str>) -> GiveUpHook {
             );
             Ok(())
         }
-    });
-    match sink {
-        HandlerSink::Closure(f) => GiveUpHook::Closure(f),
-        HandlerSink::Actors(_) => GiveUpHook::Log,
-    }
+    })
 }
 
 impl fmt::Debug for RsmqConsumerBuilder {
@@ -343,8 +330,8 @@ impl fmt::Debug for RsmqConsumerBuilder {
         f.debug_struct("RsmqConsumerBuilder")
             .field("rsmq", &self.rsmq)
             .field("queue", &self.queue)
-            .field("handler_actors", &self.actors.len())
-            .field("handler_fn", &self.closure.is_some())
+            .field("handler_actors", &self.handlers.actor_count())
+            .field("handler_fn", &self.handlers.has_closure())
             .field("concurrency", &self.concurrency)
             .field("visibility_timeout", &self.visibility_timeout)
             .field("auto_extend", &self.auto_extend)

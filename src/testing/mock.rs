@@ -121,14 +121,16 @@ impl MockDelivery {
     }
 
     /// The delivery itself and a probe of how it gets answered, for tests that drive the
-    /// delivery by hand (batches, tasks, other actors).
+    /// delivery by hand (batches, tasks, other actors). It behaves as a delivery a handler
+    /// kept: whoever holds it answers, and dropping it unanswered requeues it at once.
     pub fn into_parts(self) -> (Delivery, Answer) {
         let (delivery, watch, recorder) = self.build();
+        // The handler "returned" while the delivery lives on: its holder answers.
+        let _ = watch.apply(Action::Finish);
         (
             delivery,
             Answer {
                 recorder,
-                watch: Some(watch),
                 outcome: None,
             },
         )
@@ -180,11 +182,7 @@ impl MockDelivery {
             Handled::Gone => HandlerOutcome::Gone,
         });
         settle(&watch, &handled, false);
-        Answer {
-            recorder,
-            watch: Some(watch),
-            outcome,
-        }
+        Answer { recorder, outcome }
     }
 }
 
@@ -205,9 +203,6 @@ pub enum HandlerOutcome {
 /// How a [`MockDelivery`] was answered.
 pub struct Answer {
     recorder: Arc<Recorder>,
-    // Kept so that a delivery left to its holder is requeued if dropped unanswered later.
-    #[allow(dead_code)]
-    watch: Option<Watch>,
     outcome: Option<HandlerOutcome>,
 }
 
@@ -333,6 +328,13 @@ mod tests {
             Some(Action::Finish)
         );
         task.await.unwrap().unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn kept_deliveries_dropped_unanswered_are_requeued() {
+        let (delivery, answer) = MockDelivery::new("x").into_parts();
+        drop(delivery);
+        assert_eq!(answer.requeued(), Some((Some(Duration::ZERO), true)));
     }
 
     #[actix_rt::test]

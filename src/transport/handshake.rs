@@ -23,16 +23,17 @@ use tokio::{
 };
 use tokio_util::codec::Decoder;
 
-use super::{AsyncStream, BoxedStream, DeflateStream, Rewind, SnappyStream, TlsConfig};
+use super::{BoxedStream, DeflateStream, Rewind, SnappyStream, TlsConfig};
 use crate::{
     error::{Error, ProtocolError, Result},
     protocol::{
         AuthResponse, Channel, Command, Frame, IdentifyRequest, IdentifyResponse, NsqCodec,
-        Response, Topic, DEFAULT_MAX_FRAME_LEN, MAGIC_V2,
+        Response, Topic, MAGIC_V2,
     },
 };
 
-/// How long dialling plus the whole handshake may take unless configured otherwise.
+/// How long dialling plus the whole handshake may take in the transport tests.
+#[cfg(test)]
 pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How much to read from the socket at once during the handshake.
@@ -94,7 +95,7 @@ pub(crate) struct HandshakeConfig {
     pub(crate) max_frame_len: usize,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 impl HandshakeConfig {
     /// A plain handshake: no TLS, no AUTH secret, no SUB, default timeout and frame bound.
     pub(crate) fn new(identify: IdentifyRequest) -> Self {
@@ -104,7 +105,7 @@ impl HandshakeConfig {
             auth_secret: None,
             subscribe: None,
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_frame_len: crate::protocol::DEFAULT_MAX_FRAME_LEN,
         }
     }
 }
@@ -139,7 +140,6 @@ pub struct Negotiated {
 }
 
 /// A connection that finished its handshake.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Established {
     /// The stream with every negotiated layer.
     pub(crate) stream: BoxedStream,
@@ -164,8 +164,6 @@ impl fmt::Debug for Established {
 /// # Errors
 ///
 /// [`Error::Timeout`]`("handshake")` when the deadline passes; otherwise as [`handshake`].
-// The connection actor is the caller; until it lands only the tests are.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) async fn connect(addr: &str, cfg: &HandshakeConfig) -> Result<Established> {
     let host = host_of(addr)?;
     let dial_and_handshake = async {
@@ -186,8 +184,9 @@ pub(crate) async fn connect(addr: &str, cfg: &HandshakeConfig) -> Result<Establi
 /// does not offer it or the TLS handshake fails, [`Error::Auth`] when nsqd requires AUTH and
 /// no secret is configured, [`Error::Protocol`] for a reply out of place, [`Error::Io`],
 /// [`Error::Timeout`]`("handshake")`.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) async fn handshake<S: AsyncStream>(
+// Over any stream: the transport tests use it with in-memory pipes; `connect` dials TCP.
+#[cfg(test)]
+pub(crate) async fn handshake<S: super::AsyncStream>(
     stream: S,
     host: &str,
     cfg: &HandshakeConfig,
