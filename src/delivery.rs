@@ -4,7 +4,7 @@
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
         Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -69,6 +69,9 @@ pub(crate) struct Meta {
 const RESPONDED: u8 = 1;
 const DROPPED: u8 = 2;
 const RESULT_SEEN: u8 = 4;
+/// Dropped by the unwind of the handler actor it was sent to, before anything else of that actor
+/// incarnation: it is the message the handler was working on when it panicked.
+const PANIC_VICTIM: u8 = 8;
 
 struct Shared {
     state: AtomicU8,
@@ -113,6 +116,9 @@ impl Shared {
 #[must_use = "a Delivery dropped without an answer is requeued"]
 pub struct Delivery {
     shared: Arc<Shared>,
+    /// Set when the delivery is sent to a supervised handler actor: that actor incarnation's
+    /// "a panic already claimed its victim" flag (see [`Revive`]).
+    incarnation: Option<Arc<AtomicBool>>,
 }
 
 impl Delivery {
@@ -125,6 +131,7 @@ impl Delivery {
         (
             Self {
                 shared: shared.clone(),
+                incarnation: None,
             },
             Watch { shared },
         )
@@ -218,6 +225,14 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
+        // A handler actor that panics drops the delivery it is handling first (it is in the
+        // handler's frame), then its mailbox, all in one unwind: the first delivery an
+        // incarnation drops while panicking is the one its handler saw.
+        if let Some(incarnation) = &self.incarnation {
+            if std::thread::panicking() && !incarnation.swap(true, Ordering::AcqRel) {
+                self.shared.state.fetch_or(PANIC_VICTIM, Ordering::AcqRel);
+            }
+        }
         let previous = self.shared.state.fetch_or(DROPPED, Ordering::AcqRel);
         // The dispatcher already saw the handler's result and left the answer to the holder of
         // this Delivery, who dropped it unanswered: requeue now rather than after msg_timeout.
@@ -247,6 +262,45 @@ impl fmt::Debug for Delivery {
             .field("body_len", &self.body().len())
             .field("answered", &self.is_answered())
             .finish()
+    }
+}
+
+/// The actor dispatcher's hold on a delivery it sent: when the handler actor stopped before
+/// taking it (its mailbox was dropped), the same message is revived for another handler, so a
+/// message no handler saw never counts as a failed attempt.
+pub(crate) struct Revive {
+    shared: Arc<Shared>,
+}
+
+impl Revive {
+    /// Binds `delivery` to the handler actor incarnation it is about to be sent to.
+    pub(crate) fn bind(mut delivery: Delivery, incarnation: Arc<AtomicBool>) -> (Delivery, Self) {
+        delivery.incarnation = Some(incarnation);
+        let shared = delivery.shared.clone();
+        (delivery, Self { shared })
+    }
+
+    /// True if the delivery died with its handler: the handler saw it and panicked.
+    pub(crate) fn was_seen(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) & (PANIC_VICTIM | RESPONDED) != 0
+    }
+
+    /// The delivery again, for another handler: only when it was dropped unseen and unanswered.
+    pub(crate) fn revive(&self) -> Option<Delivery> {
+        let state = self.shared.state.load(Ordering::Acquire);
+        if state & (PANIC_VICTIM | RESPONDED | RESULT_SEEN) != 0 || state & DROPPED == 0 {
+            return None;
+        }
+        self.shared.state.fetch_and(!DROPPED, Ordering::AcqRel);
+        Some(Delivery {
+            shared: self.shared.clone(),
+            incarnation: None,
+        })
+    }
+
+    /// Extends the message's timeout while it waits for a handler.
+    pub(crate) fn touch(&self) -> Result<(), Error> {
+        self.shared.respond(Action::Touch)
     }
 }
 

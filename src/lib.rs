@@ -110,7 +110,7 @@ pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
-pub use handler::{GiveUp, HandlerFuture};
+pub use handler::{BlockingHandler, GiveUp, HandlerEvent, HandlerFuture};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};

@@ -98,7 +98,13 @@ impl ConsumerActor {
         }
     }
 
-    fn emit(&self, event: ConsumerEvent) {
+    /// Handlers came or went: take no messages while none is alive.
+    pub(super) fn handlers_available(&mut self, available: bool) {
+        // TODO(merge): pause through the coordinator without touching max_in_flight.
+        let _ = available;
+    }
+
+    pub(super) fn emit(&self, event: ConsumerEvent) {
         if let Some(events) = &self.events {
             events.do_send(event);
         }
@@ -151,10 +157,12 @@ impl Actor for ConsumerActor {
             ctx.address().downgrade(),
             self.state.clone(),
         ));
+        let handler = self.builder.handler_sink();
+        handler.report_to(ctx.address().recipient());
         self.subscription = Some(Subscription {
             topic: self.topic.clone(),
             channel: self.channel.clone(),
-            handler: self.builder.handler_sink(),
+            handler,
             give_up: self.builder.give_up.clone(),
             max_attempts: self.builder.max_attempts,
             default_requeue_delay: self.builder.default_requeue_delay,
@@ -290,6 +298,10 @@ impl Handler<Stop> for ConsumerActor {
     fn handle(&mut self, Stop { deadline }: Stop, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
         self.discoverer = None;
+        if let Some(subscription) = &self.subscription {
+            // Deliveries waiting for a live handler actor go back now, not at the deadline.
+            subscription.handler.close();
+        }
         let closes: Vec<_> = self
             .conns
             .values()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::Message;
 
-use crate::{conn::ConnectionEvent, error::Error};
+use crate::{conn::ConnectionEvent, error::Error, handler::HandlerEvent};
 
 /// Something that happened to a consumer. Subscribe with
 /// [`ConsumerBuilder::events`](super::ConsumerBuilder::events).
@@ -44,6 +44,9 @@ pub enum ConsumerEvent {
         /// `host:port` of every nsqd it lists.
         nsqd: Vec<String>,
     },
+    /// A handler was restarted, or handlers became unavailable (the consumer pauses) or
+    /// available again (it resumes).
+    Handler(HandlerEvent),
 }
 
 /// What the flow core tells the consumer actor (it cannot act on timers or events itself).

@@ -10,6 +10,7 @@ mod actor;
 mod builder;
 mod events;
 mod flow;
+mod handlers;
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},

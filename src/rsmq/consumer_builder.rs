@@ -210,11 +210,8 @@ impl RsmqConsumerBuilder {
     /// otherwise.
     pub fn validate(&self) -> Result<()> {
         validate::queue_name(&self.queue)?;
-        if self.handlers.is_empty() {
-            return Err(Error::config(
-                "handler",
-                "set a handler actor or a handler closure",
-            ));
+        if let Some(problem) = self.handlers.problem() {
+            return Err(Error::config("handler", problem));
         }
         if !(1..=Self::MAX_CONCURRENCY).contains(&self.concurrency) {
             return Err(Error::config(
@@ -270,6 +267,8 @@ impl RsmqConsumerBuilder {
     /// Outside a running actix `System` (actors need an arbiter).
     pub fn start(self) -> Result<RsmqConsumerHandle> {
         self.validate()?;
+        // Start the handler actors or threads now, so that a failure is an error here.
+        self.handlers.sink()?;
         let queue: Arc<str> = Arc::from(self.queue.as_str());
         let counters = Arc::new(Counters::default());
         let addr = RsmqConsumer::new(self, counters.clone()).start();
@@ -280,8 +279,9 @@ impl RsmqConsumerBuilder {
         })
     }
 
+    /// The handlers started by [`start`](Self::start).
     pub(crate) fn handler_sink(&self) -> HandlerSink {
-        self.handlers.sink()
+        self.handlers.started()
     }
 
     pub(crate) fn give_up_hook(&self) -> GiveUpHook {

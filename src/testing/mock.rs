@@ -2,8 +2,9 @@
 //! closure) with no server, and see how it was answered.
 //!
 //! The same dispatch and answer rules as a real consumer apply: the handler's result answers
-//! a delivery it consumed, a delivery it kept is answered by whoever holds it, a panic or a
-//! stopped actor requeues with backoff.
+//! a delivery it consumed, a delivery it kept is answered by whoever holds it, a panic
+//! requeues with backoff, and an actor that had stopped before it took the message releases it
+//! without counting a failure.
 
 use std::{
     future::Future,
@@ -194,9 +195,11 @@ pub enum HandlerOutcome {
     Ok,
     /// `Err`, with the error's text.
     Err(String),
-    /// The handler closure panicked, with the panic message.
+    /// The handler panicked while handling the message (a closure, or an actor that died with
+    /// it), with the panic message for closures.
     Panicked(String),
-    /// The handler actor stopped (or panicked) before answering.
+    /// The handler actor had stopped before it took the message: released at once, without
+    /// counting a failure.
     Gone,
 }
 
