@@ -1,169 +1,321 @@
-//! Throughput of this RSMQ client against PyRSMQ 0.6.1 on the same redis-server, and of the
-//! RsmqConsumer at a few concurrencies. Ignored by default; it only prints numbers:
+//! RSMQ throughput on one local `redis-server`: this client's send, receive+delete and
+//! `RsmqConsumer` against Node rsmq 0.12.4 and PyRSMQ 0.6.1, each with 1, 8 and 64 concurrent
+//! callers, and what Redis itself spends per message. Ignored by default; it prints one JSON
+//! line per measurement and asserts nothing about speed:
 //!
 //! ```text
 //! cargo test --release --all-features --test rsmq_bench -- --ignored --nocapture
+//! ACTIX_NSQ_RSMQ_BENCH_ROUNDS=3 ACTIX_NSQ_RSMQ_BENCH_MESSAGES=20000 cargo test ...
 //! ```
+//!
+//! Node rsmq runs its callers as concurrent promises on one connection, PyRSMQ as threads with
+//! a connection each: how their users scale them. Node needs `rsmq` resolvable from
+//! `tests/interop` (`npm ci` there, or `NODE_PATH`); a client that is missing prints a
+//! `"skipped"` line instead of figures.
+//!
+//! Redis's cost per message comes from `INFO cpu` (user+sys CPU of the server, so
+//! 1e6 / `redis_cpu_us_per_msg` is what one Redis core allows) and `INFO commandstats` (calls
+//! and µs spent executing commands), reset before each measurement.
 #![cfg(feature = "rsmq")]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use actix_nsq::{
     rsmq::{QueueOptions, Rsmq, RsmqConsumer},
     Delivery,
 };
+use redis::aio::MultiplexedConnection;
 use redis_server::{which, RedisServer};
+use serde_json::{json, Value};
 
-const MESSAGES: usize = 10_000;
 const BODY_BYTES: usize = 100;
-const CONCURRENCY: usize = 32;
+const CALLERS: [usize; 3] = [1, 8, 64];
 
-fn rate(count: usize, since: Instant) -> f64 {
-    count as f64 / since.elapsed().as_secs_f64()
+fn env_or(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-/// Sends, then receives and deletes, `MESSAGES` messages with `workers` concurrent callers.
-async fn run_ours(rsmq: &Rsmq, queue: &str, workers: usize, checked: bool) -> (f64, f64) {
-    rsmq.create_queue(queue, QueueOptions::new()).await.unwrap();
-    let body = "x".repeat(BODY_BYTES);
-    let per_worker = MESSAGES / workers;
+/// User+sys CPU of this process, µs (Linux /proc; USER_HZ 100).
+fn own_cpu_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    ticks as f64 * 10_000.0
+}
 
-    let start = Instant::now();
-    let sends = (0..workers).map(|_| {
-        let (rsmq, body) = (rsmq.clone(), body.clone());
-        let queue = queue.to_owned();
-        tokio::spawn(async move {
-            for _ in 0..per_worker {
-                rsmq.send_message(&queue, &body, None).await.unwrap();
+/// The numeric value of `field` in an `INFO` answer.
+fn info_field(info: &str, field: &str) -> f64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Redis's own counters around one measurement.
+struct RedisMeter {
+    conn: MultiplexedConnection,
+    cpu_s: f64,
+}
+
+impl RedisMeter {
+    async fn start(server: &RedisServer) -> Self {
+        let mut conn = server.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let cpu_s = Self::cpu_s(&mut conn).await;
+        Self { conn, cpu_s }
+    }
+
+    async fn cpu_s(conn: &mut MultiplexedConnection) -> f64 {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info_field(&info, "used_cpu_user") + info_field(&info, "used_cpu_sys")
+    }
+
+    /// Per message: server CPU µs, commands executed, and µs spent executing them (the
+    /// meter's own INFO and CONFIG calls left out).
+    async fn per_message(mut self, messages: usize) -> Value {
+        let cpu_s = Self::cpu_s(&mut self.conn).await - self.cpu_s;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        let (mut calls, mut usec) = (0.0, 0.0);
+        for line in stats.lines() {
+            let Some((name, values)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            if name == "info" || name.starts_with("config") {
+                continue;
             }
-        })
-    });
-    futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .for_each(|r| r.unwrap());
-    let send = rate(per_worker * workers, start);
-
-    let start = Instant::now();
-    let receives = (0..workers).map(|_| {
-        let rsmq = rsmq.clone();
-        let queue = queue.to_owned();
-        tokio::spawn(async move {
-            for _ in 0..per_worker {
-                let msg = rsmq.receive_message(&queue, None).await.unwrap().unwrap();
-                if checked {
-                    rsmq.delete_message_checked(&queue, &msg.id, msg.rc)
-                        .await
-                        .unwrap();
-                } else {
-                    rsmq.delete_message(&queue, &msg.id).await.unwrap();
+            for kv in values.split(',') {
+                match kv.split_once('=') {
+                    Some(("calls", v)) => calls += v.parse::<f64>().unwrap_or(0.0),
+                    Some(("usec", v)) => usec += v.parse::<f64>().unwrap_or(0.0),
+                    _ => {}
                 }
             }
+        }
+        let n = messages as f64;
+        json!({
+            "redis_cpu_us_per_msg": round2(cpu_s * 1e6 / n),
+            "redis_calls_per_msg": round2(calls / n),
+            "redis_exec_us_per_msg": round2(usec / n),
         })
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Prints one measurement as a JSON line.
+fn report(client: &str, workload: &str, callers: usize, run: &Run, redis: Value) {
+    let mut line = json!({
+        "client": client,
+        "workload": workload,
+        "callers": callers,
+        "messages": run.messages,
+        "body_bytes": BODY_BYTES,
+        "seconds": (run.seconds * 1000.0).round() / 1000.0,
+        "msgs_per_sec": (run.messages as f64 / run.seconds).round(),
+        "client_cpu_us_per_msg": round2(run.cpu_us / run.messages as f64),
     });
-    futures_util::future::join_all(receives)
-        .await
-        .into_iter()
-        .for_each(|r| r.unwrap());
-    (send, rate(per_worker * workers, start))
+    if let (Some(line), Some(redis)) = (line.as_object_mut(), redis.as_object()) {
+        line.extend(redis.clone());
+    }
+    println!("{line}");
 }
 
-fn run_pyrsmq(server: &RedisServer) -> Option<(f64, f64)> {
-    let python = which("python3")?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/py_bench.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .args([
-            server.port().to_string(),
-            MESSAGES.to_string(),
-            BODY_BYTES.to_string(),
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        println!(
-            "PyRSMQ run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some((
-        v["send_per_s"].as_f64()?,
-        v["receive_delete_per_s"].as_f64()?,
-    ))
+/// What one measured phase did.
+struct Run {
+    messages: usize,
+    seconds: f64,
+    cpu_us: f64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: prints throughput, asserts nothing"]
-async fn rsmq_throughput_vs_pyrsmq() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let rsmq = Rsmq::connect(&server.url()).await.unwrap();
-    println!("{MESSAGES} messages of {BODY_BYTES} bytes, one local redis-server; msgs/s");
-    println!("{:<44} {:>10} {:>16}", "client", "send", "receive+delete");
-    let rows = [
-        ("actix-nsq rsmq, 1 caller, delete", 1, false),
-        ("actix-nsq rsmq, 1 caller, delete_checked", 1, true),
-        (
-            "actix-nsq rsmq, 32 concurrent callers, delete",
-            CONCURRENCY,
-            false,
-        ),
-    ];
-    for (i, (name, workers, checked)) in rows.into_iter().enumerate() {
-        let (send, recv) = run_ours(&rsmq, &format!("bench{i}"), workers, checked).await;
-        println!("{name:<44} {send:>10.0} {recv:>16.0}");
-    }
-    match run_pyrsmq(&server) {
-        Some((send, recv)) => {
-            println!("{:<44} {send:>10.0} {recv:>16.0}", "PyRSMQ 0.6.1, 1 caller")
-        }
-        None => println!("PyRSMQ 0.6.1: not available"),
-    }
-}
-
-/// Fills `queue` with `MESSAGES` messages, then consumes them with an `RsmqConsumer` whose
-/// handler finishes at once; msgs/s from start to the last finish.
-async fn consume(rsmq: &Rsmq, queue: &str, concurrency: u32) -> f64 {
-    rsmq.create_queue(queue, QueueOptions::new()).await.unwrap();
+/// `messages` one-at-a-time calls of `op` spread over `callers` concurrent loops.
+async fn ours(rsmq: &Rsmq, queue: &str, op: &str, callers: usize, messages: usize) -> Run {
+    let per = messages / callers;
     let body = "x".repeat(BODY_BYTES);
-    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(CONCURRENCY) {
-        let sends = chunk.iter().map(|_| rsmq.send_message(queue, &body, None));
-        for sent in futures_util::future::join_all(sends).await {
-            sent.unwrap();
+    let cpu = own_cpu_us();
+    let start = Instant::now();
+    let loops = (0..callers).map(|_| async {
+        for _ in 0..per {
+            if op == "send" {
+                rsmq.send_message(queue, &body, None).await.unwrap();
+            } else {
+                let msg = rsmq.receive_message(queue, None).await.unwrap().unwrap();
+                rsmq.delete_message(queue, &msg.id).await.unwrap();
+            }
         }
+    });
+    futures_util::future::join_all(loops).await;
+    Run {
+        messages: per * callers,
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_us: own_cpu_us() - cpu,
     }
+}
+
+/// An `RsmqConsumer` with `concurrency` receives at once and a handler that finishes at once,
+/// from start to the last finish of `messages` waiting messages.
+async fn ours_consumer(rsmq: &Rsmq, queue: &str, concurrency: usize, messages: usize) -> Run {
+    let cpu = own_cpu_us();
     let start = Instant::now();
     let consumer = RsmqConsumer::builder(rsmq.clone(), queue)
-        .concurrency(concurrency)
+        .concurrency(u32::try_from(concurrency).unwrap())
         .handler_fn(|_: Delivery| async { Ok(()) })
         .start()
         .unwrap();
-    while consumer.stats().finished < MESSAGES as u64 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    while consumer.stats().finished < messages as u64 {
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
     }
-    let rate = rate(MESSAGES, start);
-    assert_eq!(consumer.stop(std::time::Duration::from_secs(5)).await, 0);
-    rate
+    let run = Run {
+        messages,
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_us: own_cpu_us() - cpu,
+    };
+    assert_eq!(consumer.stop(Duration::from_secs(5)).await, 0);
+    run
+}
+
+/// A peer client's driver script in tests/interop.
+struct Driver {
+    name: &'static str,
+    program: PathBuf,
+    script: PathBuf,
+    /// Share of the message count it gets (PyRSMQ is slow enough that fewer suffice).
+    divisor: usize,
+}
+
+impl Driver {
+    fn find(name: &'static str, program: &str, script: &str, divisor: usize) -> Option<Self> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop")
+            .join(script);
+        Some(Self {
+            name,
+            program: which(program)?,
+            script,
+            divisor,
+        })
+    }
+
+    fn run(
+        &self,
+        port: u16,
+        queue: &str,
+        op: &str,
+        callers: usize,
+        messages: usize,
+    ) -> Option<Run> {
+        let out = Command::new(&self.program)
+            .current_dir(self.script.parent().unwrap())
+            .arg(&self.script)
+            .args([&port.to_string(), queue, op])
+            .args([messages, BODY_BYTES, callers].map(|n| n.to_string()))
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            let why = why.lines().last().unwrap_or("no output");
+            println!(
+                "{}",
+                json!({"client": self.name, "workload": op, "callers": callers, "skipped": why})
+            );
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(Run {
+            messages: usize::try_from(v["messages"].as_u64()?).ok()?,
+            seconds: v["seconds"].as_f64()?,
+            cpu_us: v["cpu_us"].as_f64()?,
+        })
+    }
 }
 
 #[actix_rt::test]
-#[ignore = "benchmark: prints throughput, asserts nothing"]
-async fn rsmq_consumer_throughput() {
+#[ignore = "benchmark: prints throughput, asserts nothing about speed"]
+async fn rsmq_throughput() {
     let Some(server) = RedisServer::start() else {
         return;
     };
+    let messages = env_or("ACTIX_NSQ_RSMQ_BENCH_MESSAGES", 10_000);
+    let rounds = env_or("ACTIX_NSQ_RSMQ_BENCH_ROUNDS", 1);
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
-    println!("RsmqConsumer, {MESSAGES} messages of {BODY_BYTES} bytes, handler finishes at once; one local redis-server, one actix thread");
-    println!("{:<12} {:>16}", "concurrency", "receive+finish/s");
-    for concurrency in [1, 8, 32, 128] {
-        let rate = consume(&rsmq, &format!("consume{concurrency}"), concurrency).await;
-        println!("{concurrency:<12} {rate:>16.0}");
+    let mut drivers = Vec::new();
+    drivers.extend(Driver::find("node rsmq 0.12.4", "node", "node_bench.js", 1));
+    drivers.extend(Driver::find("PyRSMQ 0.6.1", "python3", "py_bench.py", 4));
+    let body = "x".repeat(BODY_BYTES);
+    for round in 0..rounds {
+        for callers in CALLERS {
+            // Interleaved: every client at this concurrency before the next one.
+            let queue = format!("r{round}c{callers}ours");
+            rsmq.create_queue(&queue, QueueOptions::new())
+                .await
+                .unwrap();
+            for op in ["send", "receive_delete"] {
+                let meter = RedisMeter::start(&server).await;
+                let run = ours(&rsmq, &queue, op, callers, messages).await;
+                let redis = meter.per_message(run.messages).await;
+                report("actix-nsq rsmq", op, callers, &run, redis);
+            }
+            for (i, driver) in drivers.iter().enumerate() {
+                let queue = format!("r{round}c{callers}peer{i}");
+                rsmq.create_queue(&queue, QueueOptions::new())
+                    .await
+                    .unwrap();
+                for op in ["send", "receive_delete"] {
+                    let meter = RedisMeter::start(&server).await;
+                    let count = (messages / driver.divisor).max(callers);
+                    let Some(run) = driver.run(server.port(), &queue, op, callers, count) else {
+                        break;
+                    };
+                    let redis = meter.per_message(run.messages).await;
+                    report(driver.name, op, callers, &run, redis);
+                }
+            }
+            // The consumer drains a queue filled (untimed) by 64 concurrent sends.
+            let queue = format!("r{round}c{callers}consumer");
+            rsmq.create_queue(&queue, QueueOptions::new())
+                .await
+                .unwrap();
+            let sends = (0..64).map(|_| async {
+                for _ in 0..messages / 64 {
+                    rsmq.send_message(&queue, &body, None).await.unwrap();
+                }
+            });
+            futures_util::future::join_all(sends).await;
+            let filled = messages / 64 * 64;
+            let meter = RedisMeter::start(&server).await;
+            let run = ours_consumer(&rsmq, &queue, callers, filled).await;
+            let redis = meter.per_message(run.messages).await;
+            report("actix-nsq RsmqConsumer", "consume", callers, &run, redis);
+        }
     }
 }
