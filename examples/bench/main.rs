@@ -22,6 +22,7 @@
 mod latency;
 mod measure;
 mod nsq;
+mod raw;
 mod target;
 
 use std::{path::PathBuf, process::Command, time::Duration};
@@ -47,6 +48,12 @@ const WORKLOADS: [&str; 8] = [
     "memory",
 ];
 
+/// Workloads run only when asked for with `--workload`.
+const EXTRA_WORKLOADS: [&str; 1] = [
+    // The latency workload by a minimal blocking client outside the crate: the floor.
+    "latency-raw",
+];
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "End-to-end benchmarks of actix-nsq against a real or in-process nsqd")]
 pub(crate) struct Args {
@@ -61,7 +68,8 @@ pub(crate) struct Args {
     #[arg(long)]
     lookupd_http_address: Option<String>,
     /// Run only this workload (in this process). One of: consume-2500, consume-1,
-    /// publish-awaited, publish-128, mpub-100, latency, many-nsqd, memory.
+    /// publish-awaited, publish-128, mpub-100, latency, many-nsqd, memory, and latency-raw
+    /// (the latency floor, by a minimal blocking client; plain TCP only).
     #[arg(long)]
     workload: Option<String>,
     /// Messages for the throughput workloads (scaled down for the slow ones; many-nsqd puts
@@ -136,6 +144,12 @@ fn run_one(args: &Args, workload: &str) {
         _ => (1, 2500),
     };
     let target = target(args, nsqd_count, max_rdy);
+    if workload == "latency-raw" {
+        assert!(
+            !args.tls && !args.snappy && args.deflate.is_none(),
+            "latency-raw speaks plain TCP only"
+        );
+    }
     let body = vec![b'x'; args.body_size];
     let m = args.messages;
     let topic = topic(workload);
@@ -161,6 +175,7 @@ fn run_one(args: &Args, workload: &str) {
             "publish-128" => nsq::publish(&target, &topic, 128, 1, m / 2, &body).await,
             "mpub-100" => nsq::publish(&target, &topic, 1, 100, m * 2, &body).await,
             "latency" => latency::latency(&target, &topic, args).await,
+            "latency-raw" => raw::latency(&target.nsqd[0], &topic, args),
             "many-nsqd" => {
                 let spec = consume(2500, (m / 10).max(100), true, None);
                 nsq::consume(&target, &topic, &spec, &body).await
@@ -171,7 +186,7 @@ fn run_one(args: &Args, workload: &str) {
                 let spec = consume(args.in_flight, per_nsqd, false, hold);
                 nsq::consume(&target, &topic, &spec, &body).await
             }
-            other => panic!("unknown workload {other}; known: {WORKLOADS:?}"),
+            other => panic!("unknown workload {other}; known: {WORKLOADS:?} {EXTRA_WORKLOADS:?}"),
         }
     });
     // Before the clean-up below, whose HTTP client is not part of the workload.
@@ -183,8 +198,13 @@ fn run_one(args: &Args, workload: &str) {
     } else {
         target.nsqd.join(",")
     };
+    let (client, cpu_scope) = match (workload, target.in_process) {
+        ("latency-raw", _) => ("raw blocking client", "process"),
+        (_, true) => ("actix-nsq", "client thread"),
+        (_, false) => ("actix-nsq", "process"),
+    };
     let mut line = serde_json::json!({
-        "client": "actix-nsq",
+        "client": client,
         "workload": workload,
         "server": server,
         "transport": transport_label(args),
@@ -193,7 +213,7 @@ fn run_one(args: &Args, workload: &str) {
         "seconds": (secs * 1000.0).round() / 1000.0,
         "msgs_per_sec": (measured.messages as f64 / secs).round(),
         "cpu_us_per_msg": (measured.cpu_micros as f64 / measured.messages as f64 * 1000.0).round() / 1000.0,
-        "cpu_scope": if target.in_process { "client thread" } else { "process" },
+        "cpu_scope": cpu_scope,
         "peak_rss_mb": (peak_rss * 10.0).round() / 10.0,
     });
     if let (Some(line), Some(extra)) = (line.as_object_mut(), measured.extra.as_object()) {
