@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Node rsmq runs its callers as concurrent promises on one connection, PyRSMQ as threads with
-//! a connection each: how their users scale them. Node needs `rsmq` resolvable from
-//! `tests/interop` (`npm ci` there, or `NODE_PATH`); a client that is missing prints a
-//! `"skipped"` line instead of figures.
+//! a connection each: how their users scale them. Needs `redis-server`, `node` with `rsmq`
+//! resolvable from `tests/interop` (`npm ci` there, or `NODE_PATH`) and `python3` with
+//! PyRSMQ 0.6.1, as `.ci/run` installs them; a missing one fails the run rather than leaving a
+//! comparison out.
 //!
 //! Redis's cost per message comes from `INFO cpu` (user+sys CPU of the server, so
 //! 1e6 / `redis_cpu_us_per_msg` is what one Redis core allows) and `INFO commandstats` (calls
@@ -214,48 +215,41 @@ struct Driver {
 }
 
 impl Driver {
-    fn find(name: &'static str, program: &str, script: &str, divisor: usize) -> Option<Self> {
+    fn find(name: &'static str, program: &str, script: &str, divisor: usize) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/interop")
             .join(script);
-        Some(Self {
+        let program = which(program).unwrap_or_else(|| {
+            panic!("{program} not found on PATH: rsmq_bench compares against {name} (see .ci/run)")
+        });
+        Self {
             name,
-            program: which(program)?,
+            program,
             script,
             divisor,
-        })
+        }
     }
 
-    fn run(
-        &self,
-        port: u16,
-        queue: &str,
-        op: &str,
-        callers: usize,
-        messages: usize,
-    ) -> Option<Run> {
+    fn run(&self, port: u16, queue: &str, op: &str, callers: usize, messages: usize) -> Run {
         let out = Command::new(&self.program)
             .current_dir(self.script.parent().unwrap())
             .arg(&self.script)
             .args([&port.to_string(), queue, op])
             .args([messages, BODY_BYTES, callers].map(|n| n.to_string()))
             .output()
-            .ok()?;
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr);
-            let why = why.lines().last().unwrap_or("no output");
-            println!(
-                "{}",
-                json!({"client": self.name, "workload": op, "callers": callers, "skipped": why})
-            );
-            return None;
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} {op} with {callers} callers failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Run {
+            messages: usize::try_from(v["messages"].as_u64().unwrap()).unwrap(),
+            seconds: v["seconds"].as_f64().unwrap(),
+            cpu_us: v["cpu_us"].as_f64().unwrap(),
         }
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        Some(Run {
-            messages: usize::try_from(v["messages"].as_u64()?).ok()?,
-            seconds: v["seconds"].as_f64()?,
-            cpu_us: v["cpu_us"].as_f64()?,
-        })
     }
 }
 
@@ -268,9 +262,10 @@ async fn rsmq_throughput() {
     let messages = env_or("ACTIX_NSQ_RSMQ_BENCH_MESSAGES", 10_000);
     let rounds = env_or("ACTIX_NSQ_RSMQ_BENCH_ROUNDS", 1);
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
-    let mut drivers = Vec::new();
-    drivers.extend(Driver::find("node rsmq 0.12.4", "node", "node_bench.js", 1));
-    drivers.extend(Driver::find("PyRSMQ 0.6.1", "python3", "py_bench.py", 4));
+    let drivers = [
+        Driver::find("node rsmq 0.12.4", "node", "node_bench.js", 1),
+        Driver::find("PyRSMQ 0.6.1", "python3", "py_bench.py", 4),
+    ];
     let body = "x".repeat(BODY_BYTES);
     for round in 0..rounds {
         for callers in CALLERS {
@@ -293,9 +288,7 @@ async fn rsmq_throughput() {
                 for op in ["send", "receive_delete"] {
                     let meter = RedisMeter::start(&server).await;
                     let count = (messages / driver.divisor).max(callers);
-                    let Some(run) = driver.run(server.port(), &queue, op, callers, count) else {
-                        break;
-                    };
+                    let run = driver.run(server.port(), &queue, op, callers, count);
                     let redis = meter.per_message(run.messages).await;
                     report(driver.name, op, callers, &run, redis);
                 }
