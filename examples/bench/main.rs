@@ -49,9 +49,10 @@ const WORKLOADS: [&str; 8] = [
 ];
 
 /// Workloads run only when asked for with `--workload`.
-const EXTRA_WORKLOADS: [&str; 1] = [
-    // The latency workload by a minimal blocking client outside the crate: the floor.
+const EXTRA_WORKLOADS: [&str; 2] = [
+    // The round-trip workloads by a minimal blocking client outside the crate: the floors.
     "latency-raw",
+    "publish-raw",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -69,7 +70,8 @@ pub(crate) struct Args {
     lookupd_http_address: Option<String>,
     /// Run only this workload (in this process). One of: consume-2500, consume-1,
     /// publish-awaited, publish-128, mpub-100, latency, many-nsqd, memory, and latency-raw
-    /// (the latency floor, by a minimal blocking client; plain TCP only).
+    /// and publish-raw (the floors of latency and publish-awaited, by a minimal blocking
+    /// client; plain TCP only).
     #[arg(long)]
     workload: Option<String>,
     /// Messages for the throughput workloads (scaled down for the slow ones; many-nsqd puts
@@ -144,10 +146,10 @@ fn run_one(args: &Args, workload: &str) {
         _ => (1, 2500),
     };
     let target = target(args, nsqd_count, max_rdy);
-    if workload == "latency-raw" {
+    if workload.ends_with("-raw") {
         assert!(
             !args.tls && !args.snappy && args.deflate.is_none(),
-            "latency-raw speaks plain TCP only"
+            "{workload} speaks plain TCP only"
         );
     }
     let body = vec![b'x'; args.body_size];
@@ -176,6 +178,9 @@ fn run_one(args: &Args, workload: &str) {
             "mpub-100" => nsq::publish(&target, &topic, 1, 100, m * 2, &body).await,
             "latency" => latency::latency(&target, &topic, args).await,
             "latency-raw" => raw::latency(&target.nsqd[0], &topic, args),
+            "publish-raw" => {
+                raw::publish_awaited(&target.nsqd[0], &topic, (m / 25).max(100), args.body_size)
+            }
             "many-nsqd" => {
                 let spec = consume(2500, (m / 10).max(100), true, None);
                 nsq::consume(&target, &topic, &spec, &body).await
@@ -199,7 +204,7 @@ fn run_one(args: &Args, workload: &str) {
         target.nsqd.join(",")
     };
     let (client, cpu_scope) = match (workload, target.in_process) {
-        ("latency-raw", _) => ("raw blocking client", "process"),
+        ("latency-raw" | "publish-raw", _) => ("raw blocking client", "process"),
         (_, true) => ("actix-nsq", "client thread"),
         (_, false) => ("actix-nsq", "process"),
     };

@@ -1,7 +1,7 @@
-//! The latency floor: the same publish → handler measurement as the latency workload, by a
-//! minimal client written against the wire protocol with blocking sockets and two plain
-//! threads (no runtime, no crate code, no TLS). Whatever tail it shows belongs to nsqd, the
-//! kernel and the machine's scheduler, not to a client library.
+//! The floors of the round-trip workloads: publish → handler latency and awaited PUB, by a
+//! minimal client written against the wire protocol with blocking sockets and plain threads
+//! (no runtime, no crate code, no TLS). What it measures belongs to nsqd, the kernel and the
+//! machine's scheduler, not to a client library.
 
 use std::{
     io::{BufReader, Read, Write},
@@ -128,5 +128,23 @@ pub(crate) fn latency(addr: &str, topic: &str, args: &Args) -> Measured {
             "p99_ms": quantile_ms(&samples, 0.99),
             "max_ms": quantile_ms(&samples, 1.0),
         }),
+    }
+}
+
+/// `messages` PUBs over one blocking socket, each awaited before the next.
+pub(crate) fn publish_awaited(addr: &str, topic: &str, messages: u64, size: usize) -> Measured {
+    let producer = connect(addr).expect("connect");
+    let mut reader = BufReader::new(producer.try_clone().expect("clone socket"));
+    publish(&producer, &mut reader, topic, size.max(8)).expect("warm up");
+    let cpu = cpu_micros(false);
+    let start = Instant::now();
+    for _ in 0..messages {
+        publish(&producer, &mut reader, topic, size.max(8)).expect("publish");
+    }
+    Measured {
+        messages,
+        elapsed: start.elapsed(),
+        cpu_micros: cpu_micros(false) - cpu,
+        extra: serde_json::json!({"concurrency": 1, "batch": 1}),
     }
 }
