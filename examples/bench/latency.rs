@@ -16,7 +16,7 @@ use actix_nsq::{Consumer, Delivery, Producer};
 use clap::ValueEnum;
 
 use crate::{
-    measure::{cpu_micros, now_nanos, quantile_ms},
+    measure::{cpu_micros, dump_samples, now_nanos, quantile_ms},
     target::Target,
     Args, Measured,
 };
@@ -46,9 +46,10 @@ pub(crate) async fn latency(target: &Target, topic: &str, args: &Args) -> Measur
         .connection(target.connection.clone())
         .max_in_flight(1)
         .handler_fn(move |d: Delivery| {
-            let latency = now_nanos().saturating_sub(sent_at(&d));
+            let sent = sent_at(&d);
+            let latency = now_nanos().saturating_sub(sent);
             if let Ok(mut samples) = recorder.lock() {
-                samples.push(latency);
+                samples.push((sent, latency));
             }
             std::future::ready(Ok(()))
         })
@@ -113,7 +114,9 @@ pub(crate) async fn latency(target: &Target, topic: &str, args: &Args) -> Measur
     }
     let elapsed = start.elapsed();
     let cpu = cpu_micros(target.in_process) - cpu;
-    let mut samples = samples.lock().expect("samples").clone();
+    let samples = samples.lock().expect("samples").clone();
+    dump_samples(args.dump_latencies.as_deref(), &samples);
+    let mut samples: Vec<u64> = samples.into_iter().map(|(_, latency)| latency).collect();
     samples.sort_unstable();
     let extra = serde_json::json!({
         "rate": args.rate,

@@ -100,6 +100,9 @@ pub(crate) struct Args {
     /// Duration of the latency workload, seconds.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Write each latency sample (`sent_ns latency_ns` per line) to this file.
+    #[arg(long)]
+    dump_latencies: Option<PathBuf>,
     /// How the latency workload paces its publishes.
     #[arg(long, value_enum, default_value_t = Pacing::Thread)]
     pacing: Pacing,

@@ -1,7 +1,10 @@
 //! What a workload costs the process: CPU time, resident memory, and timestamps. Linux only
 //! (reads /proc).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 /// CPU time (user+sys) of the process, or of the calling thread, in microseconds.
 pub(crate) fn cpu_micros(thread_only: bool) -> u64 {
@@ -66,4 +69,19 @@ pub(crate) fn now_nanos() -> u64 {
 pub(crate) fn quantile_ms(sorted: &[u64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(index).copied().unwrap_or(0) as f64 / 1e6
+}
+
+/// Writes `sent_ns latency_ns` lines to `path`, in arrival order, to see when the slow ones
+/// happened (periodic stalls, bursts) rather than only how many there were.
+pub(crate) fn dump_samples(path: Option<&Path>, samples: &[(u64, u64)]) {
+    let Some(path) = path else {
+        return;
+    };
+    let text: String = samples
+        .iter()
+        .map(|(sent, latency)| format!("{sent} {latency}\n"))
+        .collect();
+    if let Err(error) = std::fs::write(path, text) {
+        eprintln!("could not write {}: {error}", path.display());
+    }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    measure::{cpu_micros, now_nanos, quantile_ms},
+    measure::{cpu_micros, dump_samples, now_nanos, quantile_ms},
     Args, Measured,
 };
 
@@ -32,9 +32,9 @@ fn connect(addr: &str) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Consumes `total + 1` messages with RDY 1, answering each with FIN, and returns the
-/// publish → read latencies (the first message is the warm-up and is left out).
-fn consume(addr: &str, topic: &str, total: u64) -> std::io::Result<Vec<u64>> {
+/// Consumes `total + 1` messages with RDY 1, answering each with FIN, and returns when each
+/// was published and its publish → read latency (the first message, the warm-up, left out).
+fn consume(addr: &str, topic: &str, total: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let stream = connect(addr)?;
     (&stream).write_all(format!("SUB {topic} bench\nRDY 1\n").as_bytes())?;
     let mut reader = BufReader::new(&stream);
@@ -49,14 +49,15 @@ fn consume(addr: &str, topic: &str, total: u64) -> std::io::Result<Vec<u64>> {
                 // timestamp (8), attempts (2), id (16), body.
                 let mut sent = [0u8; 8];
                 sent.copy_from_slice(&data[26..34]);
-                let latency = now_nanos().saturating_sub(u64::from_be_bytes(sent));
+                let sent = u64::from_be_bytes(sent);
+                let latency = now_nanos().saturating_sub(sent);
                 let mut fin = Vec::with_capacity(21);
                 fin.extend_from_slice(b"FIN ");
                 fin.extend_from_slice(&data[10..26]);
                 fin.push(b'\n');
                 (&stream).write_all(&fin)?;
                 if seen > 0 {
-                    samples.push(latency);
+                    samples.push((sent, latency));
                 }
                 seen += 1;
             }
@@ -111,9 +112,11 @@ pub(crate) fn latency(addr: &str, topic: &str, args: &Args) -> Measured {
         }
         publish(&producer, &mut reader, topic, size).expect("publish");
     }
-    let mut samples = consumer.join().expect("consumer thread").expect("consume");
+    let samples = consumer.join().expect("consumer thread").expect("consume");
     let elapsed = start.elapsed();
     let cpu = cpu_micros(false) - cpu;
+    dump_samples(args.dump_latencies.as_deref(), &samples);
+    let mut samples: Vec<u64> = samples.into_iter().map(|(_, latency)| latency).collect();
     samples.sort_unstable();
     Measured {
         messages: total,
