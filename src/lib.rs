@@ -82,6 +82,7 @@
 //! * `rsmq`: the `rsmq` module, the RSMQ client and consumer (adds the `redis` crate).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::invalid_codeblock_attributes)]
 
 /// The README's examples, compiled as doctests.
@@ -101,8 +102,10 @@ pub mod protocol;
 mod rdy;
 mod retry;
 #[cfg(feature = "rsmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rsmq")))]
 pub mod rsmq;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod transport;
 
@@ -110,11 +113,13 @@ pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
-pub use handler::{BlockingHandler, GiveUp, HandlerEvent, HandlerFuture};
+pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
-pub use protocol::{Channel, Message, MessageId, Topic};
+// `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
+// with `actix::Message` under `use actix::prelude::*; use actix_nsq::*;`.
+pub use protocol::{Channel, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};
 pub use retry::ReconnectPolicy;
 pub use transport::{Compression, Negotiated, Secret, TlsConfig};

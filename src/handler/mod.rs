@@ -41,7 +41,7 @@ use self::blocking::{BlockingPool, MakeBlocking};
 use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
 
 type HandlerFn = Arc<dyn Fn(Delivery) -> HandlerFuture + Send + Sync>;
 
