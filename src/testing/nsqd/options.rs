@@ -63,6 +63,11 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    /// nsqd's defaults, as [`TestNsqdBuilder::new`] sets them.
+    pub(in crate::testing) fn nsqd_defaults() -> Self {
+        TestNsqdBuilder::new().opts
+    }
+
     /// A client's heartbeat interval until it IDENTIFYs: nsqd uses half of `--client-timeout`
     /// (`newClientV2`).
     pub(crate) fn default_heartbeat(&self) -> Duration {
