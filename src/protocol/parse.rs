@@ -245,7 +245,7 @@ mod tests {
     fn every_command() -> Vec<Command> {
         let topic = Topic::new("events").unwrap();
         vec![
-            Command::Identify(Box::new(IdentifyRequest::default())),
+            Command::Identify(Box::default()),
             Command::Auth(Bytes::from_static(b"secret")),
             Command::Sub {
                 topic: topic.clone(),

@@ -1,70 +1,5 @@
 //! [`MockNsqd`]: a scripted nsqd on the far end of in-memory pipes, for actor-level unit
 //! tests with no server and no sockets.
-//!
-//! The client side is the real one: [`MockNsqd::connection_config`] only replaces the TCP dial
-//! of every connection with a `tokio::io::duplex` pipe, so the connection actors, the
-//! handshake, flow control, backoff, handlers and give-up hooks of a [`Consumer`] or
-//! [`Producer`] run exactly as against nsqd. The server end answers IDENTIFY through the same
-//! code as [`TestNsqd`](super::TestNsqd) (nsqd v1.3.0's reply, with TLS, snappy and deflate
-//! not offered), answers SUB, CLS and publishes as nsqd does, and otherwise does only what the
-//! test tells it through a [`MockLink`].
-//!
-//! # Determinism
-//!
-//! Nothing here touches a socket, a thread or a real clock: the pipes, the server ends
-//! (tokio tasks) and the actors all run on the test's one thread. Under
-//! `tokio::time::pause()` (tokio's `test-util` feature) inside `#[actix_rt::test]` (a
-//! current-thread runtime, which is what pausing needs), tokio jumps the clock straight to
-//! the next timer whenever every task waits: backoff pauses, requeue delays, reconnect
-//! delays and stop deadlines pass at once and in a fixed order. Two caveats: the connection
-//! actor's liveness check (no frame for two heartbeat intervals) measures
-//! `std::time::Instant`, which paused time does not move, so it does not fire in paused
-//! tests; and a test waiting for something that never comes spins the paused clock forward
-//! instead of failing, so bound waits with `tokio::time::timeout`.
-//!
-//! # Example
-//!
-//! A consumer's handler fails once: the consumer backs off (RDY 0, REQ), tests the waters
-//! with RDY 1 after the pause, and finishes the redelivery.
-//!
-//! ```
-//! use std::time::Duration;
-//! use actix_nsq::{protocol::Command, testing::MockNsqd, Consumer, ConnectionConfig, Delivery};
-//!
-//! actix_rt::System::new().block_on(async {
-//!     tokio::time::pause();
-//!     let nsqd = MockNsqd::new();
-//!     let consumer = Consumer::builder("events", "tests")
-//!         .nsqd(nsqd.addr())
-//!         .connection(nsqd.connection_config(ConnectionConfig::new()))
-//!         .max_in_flight(5)
-//!         .handler_fn(|d: Delivery| async move {
-//!             if d.attempts() == 1 { Err("not yet".into()) } else { Ok(()) }
-//!         })
-//!         .start()
-//!         .unwrap();
-//!
-//!     let mut link = nsqd.accept().await;
-//!     assert_eq!(link.next_line().await.unwrap(), "SUB events tests");
-//!     assert_eq!(link.next_command().await, Some(Command::Rdy(5)));
-//!
-//!     let id = link.send_message("hello");
-//!     assert_eq!(link.next_command().await, Some(Command::Rdy(0)));
-//!     assert!(matches!(link.next_command().await, Some(Command::Req { id: r, .. }) if r == id));
-//!     // The backoff pause passes on the paused clock.
-//!     assert_eq!(link.next_command().await, Some(Command::Rdy(1)));
-//!     link.send_message_with(id, 2, "hello");
-//!     assert_eq!(link.next_command().await, Some(Command::Rdy(5)));
-//!     assert_eq!(link.next_command().await, Some(Command::Fin(id)));
-//!
-//!     assert_eq!(consumer.stop().await, 0);
-//!     assert_eq!(link.next_command().await, Some(Command::Cls));
-//!     assert_eq!(link.next_command().await, None); // the client closed the connection
-//! });
-//! ```
-//!
-//! [`Consumer`]: crate::Consumer
-//! [`Producer`]: crate::Producer
 
 mod link;
 mod serve;
@@ -176,12 +111,76 @@ fn dial(addr: &str) -> io::Result<BoxedStream> {
     }
 }
 
-/// A scripted nsqd for actor-level tests: no server, no sockets. See the [module
-/// docs](self) for how it works and an example.
+/// A scripted nsqd for actor-level tests: no server, no sockets.
 ///
 /// Point a consumer or producer at [`addr`](Self::addr) with a connection configuration
 /// from [`connection_config`](Self::connection_config); take each connection the client
 /// opens with [`accept`](Self::accept) and drive it through the [`MockLink`].
+///
+/// The client side is the real one: [`MockNsqd::connection_config`] only replaces the TCP dial
+/// of every connection with a `tokio::io::duplex` pipe, so the connection actors, the
+/// handshake, flow control, backoff, handlers and give-up hooks of a [`Consumer`] or
+/// [`Producer`] run exactly as against nsqd. The server end answers IDENTIFY through the same
+/// code as [`TestNsqd`](crate::testing::TestNsqd) (nsqd v1.3.0's reply, with TLS, snappy and deflate
+/// not offered), answers SUB, CLS and publishes as nsqd does, and otherwise does only what the
+/// test tells it through a [`MockLink`].
+///
+/// # Determinism
+///
+/// Nothing here touches a socket, a thread or a real clock: the pipes, the server ends
+/// (tokio tasks) and the actors all run on the test's one thread. Under
+/// `tokio::time::pause()` (tokio's `test-util` feature) inside `#[actix_rt::test]` (a
+/// current-thread runtime, which is what pausing needs), tokio jumps the clock straight to
+/// the next timer whenever every task waits: backoff pauses, requeue delays, reconnect
+/// delays and stop deadlines pass at once and in a fixed order. Two caveats: the connection
+/// actor's liveness check (no frame for two heartbeat intervals) measures
+/// `std::time::Instant`, which paused time does not move, so it does not fire in paused
+/// tests; and a test waiting for something that never comes spins the paused clock forward
+/// instead of failing, so bound waits with `tokio::time::timeout`.
+///
+/// # Example
+///
+/// A consumer's handler fails once: the consumer backs off (RDY 0, REQ), tests the waters
+/// with RDY 1 after the pause, and finishes the redelivery.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_nsq::{protocol::Command, testing::MockNsqd, Consumer, ConnectionConfig, Delivery};
+///
+/// actix_rt::System::new().block_on(async {
+///     tokio::time::pause();
+///     let nsqd = MockNsqd::new();
+///     let consumer = Consumer::builder("events", "tests")
+///         .nsqd(nsqd.addr())
+///         .connection(nsqd.connection_config(ConnectionConfig::new()))
+///         .max_in_flight(5)
+///         .handler_fn(|d: Delivery| async move {
+///             if d.attempts() == 1 { Err("not yet".into()) } else { Ok(()) }
+///         })
+///         .start()
+///         .unwrap();
+///
+///     let mut link = nsqd.accept().await;
+///     assert_eq!(link.next_line().await.unwrap(), "SUB events tests");
+///     assert_eq!(link.next_command().await, Some(Command::Rdy(5)));
+///
+///     let id = link.send_message("hello");
+///     assert_eq!(link.next_command().await, Some(Command::Rdy(0)));
+///     assert!(matches!(link.next_command().await, Some(Command::Req { id: r, .. }) if r == id));
+///     // The backoff pause passes on the paused clock.
+///     assert_eq!(link.next_command().await, Some(Command::Rdy(1)));
+///     link.send_message_with(id, 2, "hello");
+///     assert_eq!(link.next_command().await, Some(Command::Rdy(5)));
+///     assert_eq!(link.next_command().await, Some(Command::Fin(id)));
+///
+///     assert_eq!(consumer.stop().await, 0);
+///     assert_eq!(link.next_command().await, Some(Command::Cls));
+///     assert_eq!(link.next_command().await, None); // the client closed the connection
+/// });
+/// ```
+///
+/// [`Consumer`]: crate::Consumer
+/// [`Producer`]: crate::Producer
 pub struct MockNsqd {
     shared: Arc<Shared>,
 }
