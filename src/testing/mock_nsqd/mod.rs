@@ -274,3 +274,7 @@ impl Drop for MockNsqd {
             .remove(&self.shared.addr);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
