@@ -132,11 +132,19 @@ fn dial(addr: &str) -> io::Result<BoxedStream> {
 /// `tokio::time::pause()` (tokio's `test-util` feature) inside `#[actix_rt::test]` (a
 /// current-thread runtime, which is what pausing needs), tokio jumps the clock straight to
 /// the next timer whenever every task waits: backoff pauses, requeue delays, reconnect
-/// delays and stop deadlines pass at once and in a fixed order. Two caveats: the connection
-/// actor's liveness check (no frame for two heartbeat intervals) measures
-/// `std::time::Instant`, which paused time does not move, so it does not fire in paused
-/// tests; and a test waiting for something that never comes spins the paused clock forward
-/// instead of failing, so bound waits with `tokio::time::timeout`.
+/// delays and stop deadlines pass at once and in a fixed order.
+///
+/// Caveats. Two things measure `std::time::Instant`, which the paused clock does not move,
+/// so they never trigger in a paused test: the connection's liveness check (no frame for two
+/// heartbeat intervals drops the link) and the rotation of RDY between connections when they
+/// outnumber `max_in_flight` (`low_rdy_idle_timeout`, `low_rdy_timeout`). Test those in real
+/// time; the mock works the same there. And a test waiting for something that never comes
+/// spins the paused clock forward instead of failing: bound waits with
+/// `tokio::time::timeout`.
+///
+/// The pipes carry plain NSQ: the mock grants no TLS, snappy or deflate (a client that
+/// requires TLS fails its handshake, as against an nsqd without `--tls-cert`), and it does
+/// not require AUTH.
 ///
 /// # Example
 ///
