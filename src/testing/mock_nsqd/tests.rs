@@ -206,3 +206,30 @@ async fn dials_are_refused_when_told_and_for_unknown_addresses() {
         "each mock has its own address"
     );
 }
+
+#[tokio::test]
+async fn the_client_handshake_runs_over_the_pipes_without_upgrades() {
+    use crate::{transport::Compression, Error, TlsConfig};
+
+    let nsqd = MockNsqd::new();
+    let config = nsqd.connection_config(ConnectionConfig::new().snappy(true));
+    let established = crate::transport::connect(nsqd.addr(), &config.handshake(None))
+        .await
+        .unwrap();
+    let negotiated = established.negotiated;
+    assert_eq!(negotiated.identify.max_rdy_count, 2500);
+    assert_eq!(negotiated.identify.version, "1.3.0");
+    assert_eq!(
+        negotiated.compression,
+        Compression::None,
+        "snappy not offered"
+    );
+    assert!(nsqd.accept().await.identify().snappy, "though asked for");
+
+    // A client that requires TLS fails, as against an nsqd without --tls-cert.
+    let config = nsqd.connection_config(ConnectionConfig::new().tls(TlsConfig::new()));
+    let error = crate::transport::connect(nsqd.addr(), &config.handshake(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Tls(_)), "{error:?}");
+}
