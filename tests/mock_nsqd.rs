@@ -12,7 +12,7 @@ use std::{
 use actix::prelude::*;
 use actix_nsq::{
     protocol::{Batch, Body, Command, ErrorCode, MessageId},
-    testing::{MockLink, MockNsqd, TestNsqd},
+    testing::{MockLink, MockNsqd, TestNsqd, TestNsqdBuilder},
     ConnectionConfig, ConnectionEvent, Consumer, ConsumerBuilder, ConsumerEvent, Delivery, Error,
     GiveUp, HandlerResult, Producer, Topic,
 };
@@ -644,4 +644,25 @@ async fn identify_is_answered_as_test_nsqd_answers_it() {
     assert_eq!(real, mocked);
     assert_eq!(mocked.identify.msg_timeout, 30_000);
     assert_eq!(mocked.identify.sample_rate, 10);
+}
+
+/// The mock takes TestNsqd's settings: a consumer wanting more than nsqd's `max_rdy_count`
+/// is held to it, as against nsqd.
+#[actix_rt::test]
+async fn rdy_is_capped_by_the_mocks_max_rdy_count() {
+    tokio::time::pause();
+    let nsqd = MockNsqd::with_options(TestNsqdBuilder::new().max_rdy_count(100)).unwrap();
+    let _consumer = builder(&nsqd)
+        .max_in_flight(500)
+        .handler_fn(|_| async { Ok(()) })
+        .start()
+        .unwrap();
+    let mut link = accept(&nsqd).await;
+    assert_eq!(link.next_line().await.unwrap(), "SUB events tests");
+    assert_eq!(next(&mut link).await, Command::Rdy(100));
+
+    assert!(matches!(
+        MockNsqd::with_options(TestNsqdBuilder::new().tls(true)),
+        Err(Error::Config { field: "tls", .. })
+    ));
 }

@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 
 pub use link::MockLink;
 
-use super::nsqd::Options;
+use super::{nsqd::Options, TestNsqdBuilder};
 use crate::{
     conn::ConnectionConfig,
+    error::Error,
     protocol::MessageId,
     transport::{BoxedStream, Dialer},
 };
@@ -209,11 +210,30 @@ impl MockNsqd {
     /// A mock with nsqd's default settings (max RDY 2500, 60 s message timeout, 5 MiB
     /// bodies) under a host name of its own (`mock-nsqd-<n>:4150`).
     pub fn new() -> Self {
-        let mut opts = Options::nsqd_defaults();
-        // The pipes are plain: nothing to upgrade to, so IDENTIFY grants none (as an nsqd
-        // without --tls-cert, --snappy and --deflate).
-        opts.snappy = false;
-        opts.deflate = false;
+        Self::with(Options::mock_defaults())
+    }
+
+    /// A mock with the settings of a [`TestNsqdBuilder`] that shape what clients see: the
+    /// IDENTIFY reply (`max_rdy_count`, `msg_timeout`, `max_msg_timeout`, the heartbeat and
+    /// output-buffer bounds) and `max_body_size`. Addresses, queues and lookupds do not
+    /// apply; snappy and deflate are never offered.
+    ///
+    /// ```
+    /// use actix_nsq::testing::{MockNsqd, TestNsqdBuilder};
+    ///
+    /// let nsqd = MockNsqd::with_options(TestNsqdBuilder::new().max_rdy_count(100)).unwrap();
+    /// # drop(nsqd);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an option nsqd would refuse to start with, and for TLS or AUTH,
+    /// which the mock does not offer.
+    pub fn with_options(options: TestNsqdBuilder) -> Result<Self, Error> {
+        Ok(Self::with(options.into_mock_options()?))
+    }
+
+    fn with(opts: Options) -> Self {
         let (accept_tx, accept_rx) = mpsc::unbounded_channel();
         let addr = format!("mock-nsqd-{}:4150", NEXT_MOCK.fetch_add(1, Relaxed));
         let shared = Arc::new(Shared {
