@@ -1,8 +1,9 @@
 //! What users test with `MockNsqd`: their handler actor (or closure) inside a real consumer,
 //! the exact commands the consumer sends through backoff, give-up, a lost connection and a
-//! graceful stop, and a producer's publishes and error answers. No sockets (except the one
-//! test that compares the mock's IDENTIFY reply with TestNsqd's), and every test runs on
-//! tokio's paused clock: backoff pauses and reconnect delays pass at once, in a fixed order.
+//! graceful stop, and a producer's publishes and error answers. No sockets and tokio's paused
+//! clock (backoff pauses and reconnect delays pass at once, in a fixed order), except in the
+//! one test that compares the mock's IDENTIFY reply with TestNsqd's.
+
 mod consumer;
 mod server;
 

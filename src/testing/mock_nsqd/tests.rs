@@ -233,3 +233,17 @@ async fn the_client_handshake_runs_over_the_pipes_without_upgrades() {
         .unwrap_err();
     assert!(matches!(error, Error::Tls(_)), "{error:?}");
 }
+
+#[tokio::test]
+async fn a_dropped_handle_leaves_the_link_answering() {
+    let nsqd = MockNsqd::new();
+    let mut raw = Raw::handshake(&nsqd).await;
+    drop(nsqd.accept().await);
+    raw.send(b"SUB events tests\n").await;
+    assert_eq!(raw.frame().await, Some(Frame::Response(Response::Ok)));
+    raw.command(Command::Cls).await;
+    assert_eq!(
+        raw.frame().await,
+        Some(Frame::Response(Response::CloseWait))
+    );
+}
