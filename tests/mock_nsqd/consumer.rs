@@ -92,6 +92,7 @@ both_kinds!(
     give_up_after_max_attempts,
     disconnect_mid_message,
     graceful_stop_drains,
+    stop_deadline_abandons,
 );
 
 /// go-nsq `TestConsumerBackoff` with the user's handler: each failure sends RDY 0 before its
@@ -324,20 +325,23 @@ impl Handler<Delivery> for Slow {
 
 /// `stop()`: CLS, nsqd's CLOSE_WAIT, the message in flight is handled to the end and
 /// finished, and only then does the connection close.
-async fn graceful_stop_drains(kind: Kind) {
-    tokio::time::pause();
-    let nsqd = MockNsqd::new();
-    let work = Duration::from_secs(7);
-    let builder = builder(&nsqd).max_in_flight(5);
-    let consumer = match kind {
+fn slow(builder: ConsumerBuilder, kind: Kind, work: Duration) -> ConsumerBuilder {
+    match kind {
         Kind::Actor => builder.handler(Slow(work).start().recipient()),
         Kind::Closure => builder.handler_fn(move |_| async move {
             tokio::time::sleep(work).await;
             Ok(())
         }),
     }
-    .start()
-    .unwrap();
+}
+
+async fn graceful_stop_drains(kind: Kind) {
+    tokio::time::pause();
+    let nsqd = MockNsqd::new();
+    let work = Duration::from_secs(7);
+    let consumer = slow(builder(&nsqd).max_in_flight(5), kind, work)
+        .start()
+        .unwrap();
     let mut link = accept(&nsqd).await;
     assert_eq!(link.next_line().await.unwrap(), "SUB events tests");
     assert_eq!(next(&mut link).await, Command::Rdy(5));
@@ -360,4 +364,33 @@ async fn graceful_stop_drains(kind: Kind) {
         link.lines(),
         ["SUB events tests", "RDY 5", "CLS", "FIN 0000000000000001"]
     );
+}
+
+/// A handler still running at the stop deadline: its message is abandoned (counted in
+/// `stop`'s result, never finished; nsqd redelivers it after its timeout) and the
+/// connection closes at the deadline.
+async fn stop_deadline_abandons(kind: Kind) {
+    tokio::time::pause();
+    let nsqd = MockNsqd::new();
+    let consumer = slow(
+        builder(&nsqd).max_in_flight(5),
+        kind,
+        Duration::from_secs(600),
+    )
+    .start()
+    .unwrap();
+    let mut link = accept(&nsqd).await;
+    assert_eq!(link.next_line().await.unwrap(), "SUB events tests");
+    assert_eq!(next(&mut link).await, Command::Rdy(5));
+    link.send_message("endless job");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let deadline = Duration::from_secs(5);
+    let stopping = Instant::now();
+    let stop = actix_rt::spawn(async move { consumer.stop_within(deadline).await });
+    assert_eq!(next(&mut link).await, Command::Cls);
+    closed(&mut link).await;
+    assert_pause(stopping.elapsed(), deadline);
+    assert_eq!(stop.await.unwrap(), 1, "one message abandoned");
+    assert_eq!(link.in_flight(), 1, "never answered");
 }
