@@ -66,7 +66,10 @@
 //! ## Testing without a server
 //!
 //! With the `testing` feature, `testing::TestNsqd` is an in-process nsqd on `127.0.0.1:0` that
-//! behaves like nsqd 1.3 (checked against the real one) and records every command, and
+//! behaves like nsqd 1.3 (checked against the real one) and records every command;
+//! `testing::MockNsqd` runs a whole consumer or producer against a scripted nsqd behind
+//! in-memory pipes, with no sockets and deterministic under `tokio::time::pause()`, for
+//! actor-level tests of handlers, backoff, give-up, reconnects and graceful stop; and
 //! `testing::MockDelivery` hands one message to a handler with no server at all.
 //!
 //! ## Layout

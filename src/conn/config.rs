@@ -6,7 +6,7 @@ use crate::{
     error::Error,
     protocol::{IdentifyRequest, PublishLimits, DEFAULT_MAX_FRAME_LEN},
     retry::ReconnectPolicy,
-    transport::{Compression, HandshakeConfig, Secret, TlsConfig},
+    transport::{Compression, Dialer, HandshakeConfig, Secret, TlsConfig},
 };
 
 /// How a connection to nsqd is set up: IDENTIFY fields, TLS, compression, AUTH, timeouts and
@@ -32,6 +32,8 @@ pub struct ConnectionConfig {
     pub(crate) max_frame_len: usize,
     pub(crate) publish_limits: PublishLimits,
     pub(crate) reconnect: ReconnectPolicy,
+    /// Opens connections instead of TCP: set by `testing::MockNsqd::connection_config`.
+    pub(crate) dialer: Option<Dialer>,
 }
 
 impl Default for ConnectionConfig {
@@ -66,6 +68,7 @@ impl ConnectionConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             publish_limits: PublishLimits::NSQD_DEFAULT,
             reconnect: ReconnectPolicy::default(),
+            dialer: None,
         }
     }
 
@@ -252,6 +255,7 @@ impl ConnectionConfig {
             subscribe,
             timeout: self.connect_timeout,
             max_frame_len: self.max_frame_len,
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -283,6 +287,7 @@ impl fmt::Debug for ConnectionConfig {
             max_frame_len,
             publish_limits,
             reconnect,
+            dialer,
         } = self;
         f.debug_struct("ConnectionConfig")
             .field("identify", identify)
@@ -293,6 +298,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("max_frame_len", max_frame_len)
             .field("publish_limits", publish_limits)
             .field("reconnect", reconnect)
+            .field("dialer", dialer)
             .finish()
     }
 }

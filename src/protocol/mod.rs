@@ -10,6 +10,7 @@ mod frame;
 mod identify;
 mod message;
 mod names;
+mod parse;
 mod server_error;
 
 pub use codec::{
@@ -27,4 +28,5 @@ pub use identify::{
 };
 pub use message::{Message, MessageId, MESSAGE_ID_LEN};
 pub use names::{Channel, Topic, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
+pub use parse::CommandDecoder;
 pub use server_error::{ErrorCode, ServerError};

@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_util::codec::Decoder;
 
-use super::{BoxedStream, DeflateStream, Rewind, SnappyStream, TlsConfig};
+use super::{BoxedStream, DeflateStream, Dialer, Rewind, SnappyStream, TlsConfig};
 use crate::{
     error::{Error, ProtocolError, Result},
     protocol::{
@@ -93,6 +93,8 @@ pub(crate) struct HandshakeConfig {
     pub(crate) timeout: Duration,
     /// The largest frame accepted from nsqd.
     pub(crate) max_frame_len: usize,
+    /// Opens the stream instead of a TCP dial (`testing::MockNsqd`); `None` dials TCP.
+    pub(crate) dialer: Option<Dialer>,
 }
 
 #[cfg(test)]
@@ -106,6 +108,7 @@ impl HandshakeConfig {
             subscribe: None,
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame_len: crate::protocol::DEFAULT_MAX_FRAME_LEN,
+            dialer: None,
         }
     }
 }
@@ -158,8 +161,8 @@ impl fmt::Debug for Established {
     }
 }
 
-/// Resolves and dials `addr` (`host:port`, `[v6]:port`) with `TCP_NODELAY`, then runs the
-/// handshake, all within `cfg.timeout`.
+/// Resolves and dials `addr` (`host:port`, `[v6]:port`) with `TCP_NODELAY` (or opens the
+/// stream with `cfg.dialer`), then runs the handshake, all within `cfg.timeout`.
 ///
 /// # Errors
 ///
@@ -167,8 +170,11 @@ impl fmt::Debug for Established {
 pub(crate) async fn connect(addr: &str, cfg: &HandshakeConfig) -> Result<Established> {
     let host = host_of(addr)?;
     let dial_and_handshake = async {
-        let stream = dial(addr).await?;
-        run(Box::new(stream), host, cfg).await
+        let stream: BoxedStream = match &cfg.dialer {
+            Some(dialer) => dialer.dial(addr).await?,
+            None => Box::new(dial(addr).await?),
+        };
+        run(stream, host, cfg).await
     };
     tokio::time::timeout(cfg.timeout, dial_and_handshake)
         .await

@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 pub use options::{TestNsqdBuilder, NSQD_VERSION};
 pub use record::{ChannelStats, ClientId, ClientInfo, ClientState, RecordedCommand, TopicStats};
 
+pub(in crate::testing) use identify::identify_without_upgrades;
+pub(in crate::testing) use options::Options;
+
 use conn::Outbound;
 use server::{Control, Shared};
 

@@ -63,6 +63,20 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    /// nsqd's defaults for a `MockNsqd` (see [`TestNsqdBuilder::into_mock_options`]).
+    pub(in crate::testing) fn mock_defaults() -> Self {
+        TestNsqdBuilder::new().opts.without_upgrades()
+    }
+
+    /// The pipes of a `MockNsqd` are plain: nothing to upgrade to, so IDENTIFY grants none
+    /// (as an nsqd without `--tls-cert`, `--snappy` and `--deflate`).
+    fn without_upgrades(mut self) -> Self {
+        self.snappy = false;
+        self.deflate = false;
+        self.tls_acceptor = None;
+        self
+    }
+
     /// A client's heartbeat interval until it IDENTIFYs: nsqd uses half of `--client-timeout`
     /// (`newClientV2`).
     pub(crate) fn default_heartbeat(&self) -> Duration {
@@ -335,6 +349,18 @@ impl TestNsqdBuilder {
     pub fn start(self) -> Result<TestNsqd, Error> {
         let opts = self.validated()?;
         TestNsqd::spawn(opts)
+    }
+
+    /// The validated options for a `MockNsqd`, which has nothing to upgrade to and no auth
+    /// server: snappy and deflate are not offered; TLS and AUTH are refused as settings.
+    pub(in crate::testing) fn into_mock_options(self) -> Result<Options, Error> {
+        if self.opts.tls {
+            return Err(Error::config("tls", "MockNsqd offers no TLS"));
+        }
+        if self.opts.auth.is_some() {
+            return Err(Error::config("auth_secret", "MockNsqd offers no AUTH"));
+        }
+        Ok(self.validated()?.without_upgrades())
     }
 
     #[cfg(test)]
