@@ -325,7 +325,8 @@ proptest! {
 #[test]
 fn fuzz_corpus_replays() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 3] = [
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 3] = [
         ("client_decoder", fuzz_targets::client_decoder),
         ("identify_reply", fuzz_targets::identify_reply),
         ("lookupd_answer", fuzz_targets::lookupd_answer),

@@ -58,7 +58,7 @@ fn keys(v: &Value) -> Vec<&str> {
     keys
 }
 
-fn sorted<'a>(mut k: Vec<&'a str>) -> Vec<&'a str> {
+fn sorted(mut k: Vec<&str>) -> Vec<&str> {
     k.sort_unstable();
     k
 }
