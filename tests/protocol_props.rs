@@ -1,5 +1,7 @@
 //! Property tests for the codecs: whatever is encoded decodes to the same values however the
-//! bytes are split across reads, and no input makes a decoder panic.
+//! bytes are split across reads, and no input makes a decoder panic. The fuzz targets of
+//! `fuzz/` (client decoder, IDENTIFY reply, lookupd answer) run here too, on proptest inputs and
+//! on their committed corpus: CI runs these, `cargo fuzz` runs the same functions for longer.
 
 use std::time::Duration;
 
@@ -9,7 +11,12 @@ use actix_nsq::protocol::{
 };
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use serde_json::{json, Value};
 use tokio_util::codec::Decoder;
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_targets;
 
 fn message_id() -> impl Strategy<Value = MessageId> {
     proptest::array::uniform16(0x21u8..=0x7e).prop_map(|b| MessageId::new(b).unwrap())
@@ -193,5 +200,140 @@ proptest! {
                 Ok(None) | Err(_) => break,
             }
         }
+    }
+}
+
+/// A JSON value of any type, biased towards what the decoders expect so that some inputs parse.
+fn json_scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (0u64..70_000).prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        prop_oneof![
+            Just("127.0.0.1".to_owned()),
+            Just("::1".to_owned()),
+            Just("[::1]".to_owned()),
+            Just("1.3.0".to_owned()),
+            "[ -~]{0,16}",
+        ]
+        .prop_map(Value::from),
+        Just(json!([])),
+        Just(json!({})),
+    ]
+}
+
+/// An object whose keys come mostly from `known`, with values of any type.
+fn json_object(known: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        4 => proptest::sample::select(known).prop_map(str::to_owned),
+        1 => "[a-z_]{1,10}",
+    ];
+    proptest::collection::vec((key, json_scalar()), 0..14)
+        .prop_map(|fields| Value::Object(fields.into_iter().collect()))
+}
+
+const IDENTIFY_REPLY_KEYS: &[&str] = &[
+    "max_rdy_count",
+    "version",
+    "max_msg_timeout",
+    "msg_timeout",
+    "tls_v1",
+    "deflate",
+    "deflate_level",
+    "max_deflate_level",
+    "snappy",
+    "sample_rate",
+    "auth_required",
+    "output_buffer_size",
+    "output_buffer_timeout",
+];
+
+const PRODUCER_KEYS: &[&str] = &[
+    "remote_address",
+    "hostname",
+    "broadcast_address",
+    "tcp_port",
+    "http_port",
+    "version",
+];
+
+fn lookup_answer() -> impl Strategy<Value = Value> {
+    let channels = prop_oneof![
+        proptest::collection::vec("[a-z#]{1,8}", 0..4).prop_map(|c| json!(c)),
+        json_scalar(),
+    ];
+    let producers = prop_oneof![
+        4 => proptest::collection::vec(json_object(PRODUCER_KEYS), 0..5).prop_map(Value::Array),
+        1 => json_scalar(),
+    ];
+    (channels, producers, any::<bool>()).prop_map(|(channels, producers, legacy)| {
+        let answer = json!({ "channels": channels, "producers": producers });
+        if legacy {
+            json!({ "status_code": 200, "status_txt": "OK", "data": answer })
+        } else {
+            answer
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn client_decoder_target_holds_for_frames_and_noise(
+        frames in proptest::collection::vec(frame(), 0..8),
+        noise in proptest::collection::vec(any::<u8>(), 0..64),
+        noise_at in any::<usize>(),
+        limit in any::<u8>(),
+        split in any::<u8>(),
+    ) {
+        let mut bytes = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut bytes);
+        }
+        let at = noise_at % (bytes.len() + 1);
+        let mut input = vec![limit, split];
+        input.extend_from_slice(&bytes[..at]);
+        input.extend_from_slice(&noise);
+        input.extend_from_slice(&bytes[at..]);
+        fuzz_targets::client_decoder(&input);
+    }
+
+    #[test]
+    fn client_decoder_target_holds_for_arbitrary_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        fuzz_targets::client_decoder(&bytes);
+    }
+
+    #[test]
+    fn identify_reply_target_holds(reply in json_object(IDENTIFY_REPLY_KEYS),
+                                   junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fuzz_targets::identify_reply(&serde_json::to_vec(&reply).unwrap());
+        fuzz_targets::identify_reply(&junk);
+    }
+
+    #[test]
+    fn lookupd_answer_target_holds(answer in lookup_answer(),
+                                   junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fuzz_targets::lookupd_answer(&serde_json::to_vec(&answer).unwrap());
+        fuzz_targets::lookupd_answer(&junk);
+    }
+}
+
+/// The committed seed corpus of every fuzz target replays without a failure.
+#[test]
+fn fuzz_corpus_replays() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 3] = [
+        ("client_decoder", fuzz_targets::client_decoder),
+        ("identify_reply", fuzz_targets::identify_reply),
+        ("lookupd_answer", fuzz_targets::lookupd_answer),
+    ];
+    for (name, target) in targets {
+        let files = fuzz_targets::corpus_files(&[corpus.join(name)]).unwrap();
+        let ran = fuzz_targets::replay(target, &files).unwrap();
+        assert!(ran >= 10, "{name}: only {ran} corpus inputs");
     }
 }

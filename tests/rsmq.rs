@@ -20,10 +20,10 @@ use actix_nsq::{
 use redis::AsyncCommands;
 use redis_server::RedisServer;
 
-async fn setup() -> Option<(RedisServer, Rsmq)> {
-    let server = RedisServer::start()?;
+async fn setup() -> (RedisServer, Rsmq) {
+    let server = RedisServer::start();
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
-    Some((server, rsmq))
+    (server, rsmq)
 }
 
 /// Redis TIME as a `SystemTime`.
@@ -45,10 +45,9 @@ fn is_rsmq(err: &Error, expected: &str) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn queue_lifecycle() {
-    let Some((server, rsmq)) = setup().await else {
-        return;
-    };
+    let (server, rsmq) = setup().await;
     let before = redis_now(&server).await;
     rsmq.create_queue("q1", QueueOptions::new()).await.unwrap();
     rsmq.create_queue("a-q_0", QueueOptions::new().vt(Duration::from_secs(5)))
@@ -125,10 +124,9 @@ async fn queue_lifecycle() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn raw_layout_matches_node() {
-    let Some((server, rsmq)) = setup().await else {
-        return;
-    };
+    let (server, rsmq) = setup().await;
     let mut conn = server.conn().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let hash: HashMap<String, String> = conn.hgetall("rsmq:q:Q").await.unwrap();
@@ -218,10 +216,9 @@ async fn raw_layout_matches_node() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn send_receive_delete() {
-    let Some((_server, rsmq)) = setup().await else {
-        return;
-    };
+    let (_server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let mut ids = Vec::new();
     for body in ["one", "two", "", "vier ünicode"] {
@@ -259,10 +256,9 @@ async fn send_receive_delete() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn delay_and_visibility() {
-    let Some((_server, rsmq)) = setup().await else {
-        return;
-    };
+    let (_server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new().delay(Duration::from_secs(100)))
         .await
         .unwrap();
@@ -307,10 +303,9 @@ async fn delay_and_visibility() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn vt_expiry_redelivers_and_stale_receipts_are_refused() {
-    let Some((_server, rsmq)) = setup().await else {
-        return;
-    };
+    let (_server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let id = rsmq.send_message("q", "work", None).await.unwrap();
     let first = rsmq
@@ -379,10 +374,9 @@ async fn vt_expiry_redelivers_and_stale_receipts_are_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn checked_ops_need_the_message_to_be_still_hidden() {
-    let Some((_server, rsmq)) = setup().await else {
-        return;
-    };
+    let (_server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let id = rsmq.send_message("q", "x", None).await.unwrap();
     // Never received: no receipt can own it.
@@ -421,10 +415,9 @@ async fn checked_ops_need_the_message_to_be_still_hidden() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn pop_takes_the_message_out() {
-    let Some((server, rsmq)) = setup().await else {
-        return;
-    };
+    let (server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let a = rsmq.send_message("q", "a", None).await.unwrap();
     let b = rsmq.send_message("q", "b", None).await.unwrap();
@@ -456,10 +449,9 @@ async fn pop_takes_the_message_out() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn builder_namespace_client_and_debug() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let rsmq = RsmqBuilder::new(server.client())
         .namespace("app:jobs")
         .build()
@@ -500,10 +492,9 @@ async fn builder_namespace_client_and_debug() {
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn concurrent_consumers_each_get_a_message_once() {
-    let Some((_server, rsmq)) = setup().await else {
-        return;
-    };
+    let (_server, rsmq) = setup().await;
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     let sends = (0..200).map(|i| {
         let rsmq = rsmq.clone();

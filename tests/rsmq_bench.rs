@@ -101,9 +101,7 @@ fn run_pyrsmq(server: &RedisServer) -> Option<(f64, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints throughput, asserts nothing"]
 async fn rsmq_throughput_vs_pyrsmq() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
     println!("{MESSAGES} messages of {BODY_BYTES} bytes, one local redis-server; msgs/s");
     println!("{:<44} {:>10} {:>16}", "client", "send", "receive+delete");
@@ -156,9 +154,7 @@ async fn consume(rsmq: &Rsmq, queue: &str, concurrency: u32) -> f64 {
 #[actix_rt::test]
 #[ignore = "benchmark: prints throughput, asserts nothing"]
 async fn rsmq_consumer_throughput() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
     println!("RsmqConsumer, {MESSAGES} messages of {BODY_BYTES} bytes, handler finishes at once; one local redis-server, one actix thread");
     println!("{:<12} {:>16}", "concurrency", "receive+finish/s");

@@ -26,10 +26,9 @@ use support::*;
 use tokio::{sync::mpsc, time::Instant};
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn a_late_finish_does_not_delete_the_copy_redelivered_to_another_consumer() {
-    let Some((server, rsmq)) = setup(1).await else {
-        return;
-    };
+    let (server, rsmq) = setup(1).await;
     let id = rsmq.send_message("q", "slow", None).await.unwrap();
     let (events_a, mut a_events) = events();
     let (tx_a, mut rx_a) = mpsc::unbounded_channel();
@@ -84,10 +83,9 @@ async fn a_late_finish_does_not_delete_the_copy_redelivered_to_another_consumer(
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn touch_extends_the_visibility_by_vt() {
-    let Some((server, rsmq)) = setup(10).await else {
-        return;
-    };
+    let (server, rsmq) = setup(10).await;
     let id = rsmq.send_message("q", "long", None).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = RsmqConsumer::builder(rsmq, "q")
@@ -112,10 +110,9 @@ async fn touch_extends_the_visibility_by_vt() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn auto_extend_keeps_a_slow_handlers_message_hidden_past_its_vt() {
-    let Some((server, rsmq)) = setup(3).await else {
-        return;
-    };
+    let (server, rsmq) = setup(3).await;
     rsmq.send_message("q", "slow", None).await.unwrap();
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -154,10 +151,9 @@ async fn auto_extend_keeps_a_slow_handlers_message_hidden_past_its_vt() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn realtime_wakes_the_consumer_long_before_its_poll_interval() {
-    let Some((server, _)) = setup(30).await else {
-        return;
-    };
+    let (server, _) = setup(30).await;
     let sender = RsmqBuilder::new(server.client())
         .realtime(true)
         .build()
@@ -201,10 +197,9 @@ async fn realtime_wakes_the_consumer_long_before_its_poll_interval() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn graceful_stop_waits_for_the_handler_in_flight() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     rsmq.send_message("q", "work", None).await.unwrap();
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let consumer = RsmqConsumer::builder(rsmq.clone(), "q")
@@ -235,10 +230,9 @@ async fn graceful_stop_waits_for_the_handler_in_flight() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn stop_at_the_deadline_abandons_unanswered_deliveries() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "held", None).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = RsmqConsumer::builder(rsmq, "q")
@@ -254,10 +248,9 @@ async fn stop_at_the_deadline_abandons_unanswered_deliveries() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn a_panicking_closure_handler_gets_the_message_back() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "poison", None).await.unwrap();
     let (events_tx, mut events_rx) = events();
     let attempts = Arc::new(Mutex::new(Vec::new()));
@@ -301,10 +294,9 @@ async fn a_panicking_closure_handler_gets_the_message_back() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn a_dead_handler_actor_means_requeue_and_an_event() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "orphan", None).await.unwrap();
     let (tx, _rx) = mpsc::unbounded_channel();
     let worker = Worker { name: 0, seen: tx }.start();
@@ -335,10 +327,9 @@ async fn a_dead_handler_actor_means_requeue_and_an_event() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn the_consumer_recovers_when_redis_restarts() {
-    let Some((mut server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (mut server, rsmq) = setup(30).await;
     let (events_tx, mut events_rx) = events();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = RsmqConsumer::builder(rsmq.clone(), "q")

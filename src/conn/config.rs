@@ -167,8 +167,8 @@ impl ConnectionConfig {
         self
     }
 
-    /// The largest frame accepted from nsqd (default 16 MiB). Bigger frames drop the connection
-    /// before anything is allocated for them.
+    /// The largest frame accepted from nsqd (default 16 MiB, at most 256 MiB). Bigger frames
+    /// drop the connection before anything is allocated for them.
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.max_frame_len = bytes;
         self
@@ -206,10 +206,13 @@ impl ConnectionConfig {
                 "must be greater than zero",
             ));
         }
-        if self.max_frame_len < 1024 {
+        // nsqd's size field is an int32, and its largest frame is a message of
+        // --max-msg-size (default 1 MiB) or an MPUB answer; 256 MiB is far past any real
+        // setting yet keeps a typo like usize::MAX from inviting a 2 GiB frame.
+        if !(1024..=256 * 1024 * 1024).contains(&self.max_frame_len) {
             return Err(Error::config(
                 "max_frame_len",
-                "must be at least 1024 bytes",
+                "must be between 1024 bytes and 256 MiB",
             ));
         }
         if self.publish_limits.max_msg_size == 0 || self.publish_limits.max_body_size == 0 {

@@ -5,9 +5,12 @@
 //! tests: it decodes command lines and bodies step by step (as nsqd's `IOLoop` reads them) and
 //! encodes frames.
 //!
-//! Decoding follows the tokio-util contract: on short input reserve what is missing and return
-//! `Ok(None)`; check every length against a limit *before* reserving; use checked arithmetic;
-//! return exactly one item per call; never spin on unknown input.
+//! Decoding follows the tokio-util contract: on short input reserve room for what is missing
+//! and return `Ok(None)`; check every length against a limit *before* reserving; use checked
+//! arithmetic; return exactly one item per call; never spin on unknown input. What is reserved
+//! is capped at [`RESERVE_CHUNK`]: a length field is a claim, not bytes, and an 8-byte header
+//! claiming 16 MiB must not cost 16 MiB before the peer has sent them. The buffer grows as the
+//! bytes arrive (`BytesMut` grows geometrically, so a big frame still costs O(log n) copies).
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -21,6 +24,14 @@ use crate::error::{Error, ProtocolError};
 /// Default bound on a frame from nsqd: 16 MiB, well above nsqd's default `--max-msg-size`
 /// (1 MiB) while keeping a lying peer from making us allocate gigabytes.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// The most a decoder reserves ahead of bytes actually received.
+const RESERVE_CHUNK: usize = 64 * 1024;
+
+/// Reserves room for `missing` more bytes, at most [`RESERVE_CHUNK`] ahead of what arrived.
+fn reserve_for(src: &mut BytesMut, missing: usize) {
+    src.reserve(missing.min(RESERVE_CHUNK));
+}
 
 /// `"HTTP"` read as a big-endian i32: the peer is an HTTP server (go-nsq `protocol.go`).
 const HTTP_AS_SIZE: i32 = i32::from_be_bytes(*b"HTTP");
@@ -136,7 +147,7 @@ impl Decoder for NsqCodec {
             max: self.max_frame_len,
         })?;
         if src.len() < total {
-            src.reserve(total - src.len());
+            reserve_for(src, total - src.len());
             return Ok(None);
         }
         let frame_type = i32::from_be_bytes([src[4], src[5], src[6], src[7]]);
@@ -299,7 +310,7 @@ impl Decoder for ServerCodec {
             }
             ServerState::Body(len) => {
                 if src.len() < len {
-                    src.reserve(len - src.len());
+                    reserve_for(src, len - src.len());
                     return Ok(None);
                 }
                 self.state = ServerState::Line;
@@ -416,6 +427,71 @@ mod tests {
                 matches!(err, Error::Protocol(ProtocolError::FrameTooSmall(_))),
                 "{err}"
             );
+        }
+    }
+
+    /// An 8-byte header claiming a huge frame reserves a chunk, not the claim, even with no
+    /// limit at all; the frame still decodes once its bytes have arrived, and the buffer never
+    /// runs far ahead of them (issue 10.5: 16 MiB and 2 GiB were reserved up front).
+    #[test]
+    fn a_claimed_length_reserves_little_until_the_bytes_arrive() {
+        for (mut codec, size) in [
+            (NsqCodec::default(), DEFAULT_MAX_FRAME_LEN),
+            (NsqCodec::new(usize::MAX), i32::MAX as usize),
+        ] {
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&u32::try_from(size).unwrap().to_be_bytes());
+            buf.extend_from_slice(&FRAME_TYPE_RESPONSE.to_be_bytes());
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            assert!(
+                buf.capacity() <= 2 * RESERVE_CHUNK,
+                "a {size}-byte claim reserved {} bytes",
+                buf.capacity()
+            );
+        }
+        let body = vec![b'x'; 1024 * 1024];
+        let mut wire = (u32::try_from(body.len() + 4).unwrap())
+            .to_be_bytes()
+            .to_vec();
+        wire.extend_from_slice(&FRAME_TYPE_RESPONSE.to_be_bytes());
+        wire.extend_from_slice(&body);
+        let mut codec = NsqCodec::default();
+        let mut buf = BytesMut::new();
+        let mut frame = None;
+        for piece in wire.chunks(4096) {
+            assert!(frame.is_none(), "one frame, decoded only when complete");
+            buf.extend_from_slice(piece);
+            frame = codec.decode(&mut buf).unwrap();
+            let received = wire.len().min(buf.len());
+            assert!(
+                buf.capacity() <= 2 * received + 2 * RESERVE_CHUNK,
+                "{} bytes reserved for {received} received",
+                buf.capacity()
+            );
+        }
+        assert_eq!(
+            frame,
+            Some(Frame::Response(Response::Data(Bytes::from(body))))
+        );
+    }
+
+    /// The connection setting that sizes this codec has an upper bound (issue 10.5:
+    /// `max_frame_len(usize::MAX)` validated). The check lives in `ConnectionConfig::validate`.
+    #[test]
+    fn max_frame_len_setting_is_bounded() {
+        use crate::ConnectionConfig;
+        for ok in [1024, DEFAULT_MAX_FRAME_LEN, 256 * 1024 * 1024] {
+            ConnectionConfig::default()
+                .max_frame_len(ok)
+                .validate()
+                .unwrap();
+        }
+        for bad in [1023, 256 * 1024 * 1024 + 1, i32::MAX as usize, usize::MAX] {
+            let err = ConnectionConfig::default()
+                .max_frame_len(bad)
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("max_frame_len"), "{bad}: {err}");
         }
     }
 

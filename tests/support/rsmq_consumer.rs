@@ -19,12 +19,12 @@ use crate::redis_server::RedisServer;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 pub(crate) const FAST_POLL: Duration = Duration::from_millis(50);
 
-/// A redis-server with queue `q` (visibility timeout `vt` seconds), or `None` (SKIPPED).
-pub(crate) async fn setup(vt: u64) -> Option<(RedisServer, Rsmq)> {
-    let server = RedisServer::start()?;
+/// A redis-server with queue `q` (visibility timeout `vt` seconds).
+pub(crate) async fn setup(vt: u64) -> (RedisServer, Rsmq) {
+    let server = RedisServer::start();
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
     create(&rsmq, "q", vt).await;
-    Some((server, rsmq))
+    (server, rsmq)
 }
 
 /// Creates `queue` with a visibility timeout of `vt` seconds.

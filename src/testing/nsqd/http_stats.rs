@@ -88,8 +88,6 @@ fn client_json(c: &ClientEntry) -> Value {
         "deflate": false,
         "snappy": false,
         "user_agent": i.user_agent,
-        "topology_zone": "",
-        "topology_region": "",
         "tls": false,
         "tls_cipher_suite": "",
         "tls_version": "",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     conn::{Conn, Failure},
@@ -11,7 +11,7 @@ use super::{
     options::{Options, NSQD_VERSION},
     record::ClientState,
 };
-use crate::protocol::{AuthResponse, ErrorCode, Frame, IdentifyResponse, Response, ServerError};
+use crate::protocol::{AuthResponse, ErrorCode, Frame, Response, ServerError};
 
 /// The IDENTIFY body with Go's zero values for missing fields (`identifyDataV2`): a missing
 /// `heartbeat_interval` is 0 (the server default), a missing `feature_negotiation` false.
@@ -31,6 +31,27 @@ pub(super) struct IdentifyData {
     sample_rate: i32,
     user_agent: String,
     msg_timeout: i64,
+}
+
+/// The IDENTIFY reply of nsqd v1.3.0, field for field and in its order (Go marshals a struct
+/// in declaration order): the anonymous struct in `nsqd/protocol_v2.go` `IDENTIFY` at tag
+/// v1.3.0. Deliberately not `protocol::IdentifyResponse`, which also knows the
+/// `topology_region`/`topology_zone` that later nsqd sends and v1.3.0 does not.
+#[derive(Debug, Serialize)]
+struct IdentifyReply {
+    max_rdy_count: i64,
+    version: &'static str,
+    max_msg_timeout: i64,
+    msg_timeout: i64,
+    tls_v1: bool,
+    deflate: bool,
+    deflate_level: i64,
+    max_deflate_level: i64,
+    snappy: bool,
+    sample_rate: i32,
+    auth_required: bool,
+    output_buffer_size: i64,
+    output_buffer_timeout: i64,
 }
 
 impl IdentifyData {
@@ -170,10 +191,10 @@ fn reply(
     settings: &ClientSettings,
     upgrades: Upgrades,
     deflate_level: i64,
-) -> IdentifyResponse {
-    IdentifyResponse {
+) -> IdentifyReply {
+    IdentifyReply {
         max_rdy_count: opts.max_rdy_count,
-        version: NSQD_VERSION.to_owned(),
+        version: NSQD_VERSION,
         max_msg_timeout: millis(opts.max_msg_timeout),
         msg_timeout: millis(settings.msg_timeout),
         tls_v1: upgrades.tls,
@@ -181,12 +202,10 @@ fn reply(
         deflate_level,
         max_deflate_level: opts.max_deflate_level,
         snappy: upgrades.snappy,
-        sample_rate: i64::from(settings.sample_rate),
+        sample_rate: settings.sample_rate,
         auth_required: opts.auth.is_some(),
         output_buffer_size: settings.output_buffer_size,
         output_buffer_timeout: millis(settings.output_buffer_timeout),
-        topology_region: String::new(),
-        topology_zone: String::new(),
     }
 }
 
