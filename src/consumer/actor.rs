@@ -148,7 +148,7 @@ impl Actor for ConsumerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let flow = Rc::new(FlowCore::new(
             &self.builder.flow,
-            ctx.address().downgrade(),
+            ctx.address().downgrade().recipient(),
             self.state.clone(),
         ));
         self.subscription = Some(Subscription {

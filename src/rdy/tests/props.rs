@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::MS;
-use crate::rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use crate::rdy::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -136,12 +136,12 @@ impl Model {
                         ..ModelConn::default()
                     },
                 );
-                self.policy.connected(ConnId(id), max_rdy, now)
+                self.policy.connected(LinkId(id), max_rdy, now)
             }
             Op::Disconnect(i) => match self.pick(i) {
                 Some(id) => {
                     self.conns.remove(&id);
-                    self.policy.disconnected(ConnId(id), now)
+                    self.policy.disconnected(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
@@ -155,7 +155,7 @@ impl Model {
                         c.rdy = 0;
                         c.max_rdy = 0;
                     }
-                    self.policy.lost(ConnId(id), now)
+                    self.policy.lost(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
@@ -173,7 +173,7 @@ impl Model {
                     return Ok(());
                 }
                 c.in_flight += 1;
-                let actions = self.policy.message_received(ConnId(id), now);
+                let actions = self.policy.message_received(LinkId(id), now);
                 if self.faithful {
                     let total: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
                     prop_assert!(
@@ -197,7 +197,7 @@ impl Model {
                     self.conns.remove(&id);
                 }
                 self.policy
-                    .message_done(ConnId(id), outcome, now, &mut self.rng)
+                    .message_done(LinkId(id), outcome, now, &mut self.rng)
             }
             Op::FireTimer => match self.timer.take() {
                 Some(pause) => {
@@ -220,8 +220,8 @@ impl Model {
         let total_rdy: u64 = self.conns.values().map(|c| u64::from(c.rdy)).sum();
         let in_flight: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
         for (id, c) in &self.conns {
-            prop_assert_eq!(self.policy.rdy(ConnId(*id)), c.rdy);
-            prop_assert_eq!(self.policy.in_flight(ConnId(*id)), c.in_flight);
+            prop_assert_eq!(self.policy.rdy(LinkId(*id)), c.rdy);
+            prop_assert_eq!(self.policy.in_flight(LinkId(*id)), c.in_flight);
         }
         prop_assert_eq!(self.policy.total_rdy(), total_rdy);
         // (a) never more RDY in total than max_in_flight.
@@ -362,7 +362,7 @@ fn check_liveness(
         }
     };
     for i in 0..conns {
-        apply(&mut rdy, policy.connected(ConnId(i as u64), 2500, now));
+        apply(&mut rdy, policy.connected(LinkId(i as u64), 2500, now));
     }
     let start = now;
     for t in 0..(bound * 4).max(200) {
@@ -377,10 +377,10 @@ fn check_liveness(
             let arrives = rng.random_bool(busy[i]);
             if arrives && (in_flight[i].len() as u32) < rdy[i] {
                 in_flight[i].push_back(t);
-                apply(&mut rdy, policy.message_received(ConnId(i as u64), now));
+                apply(&mut rdy, policy.message_received(LinkId(i as u64), now));
             } else if !in_flight[i].is_empty() && rng.random_bool(0.5) {
                 in_flight[i].pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
                 apply(&mut rdy, done);
             }
         }
@@ -391,7 +391,7 @@ fn check_liveness(
                 .is_some_and(|arrived| t - arrived >= u64::from(handler_ticks))
             {
                 messages.pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
                 apply(&mut rdy, done);
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use super::{Harness, MS};
-use crate::rdy::{ConnId, FlowControl, RdyAction};
+use crate::rdy::{FlowControl, LinkId, RdyAction};
 
 fn go_nsq_config(max_in_flight: u32) -> FlowControl {
     FlowControl::new()
@@ -475,13 +475,13 @@ fn starved_and_tick_interval() {
 fn spurious_timer_and_unknown_connections_are_ignored() {
     let mut h = Harness::new(FlowControl::new().max_in_flight(3));
     assert_eq!(h.policy.backoff_timer_fired(h.now), []);
-    assert_eq!(h.policy.message_received(ConnId(9), h.now), []);
-    assert_eq!(h.policy.disconnected(ConnId(9), h.now), []);
+    assert_eq!(h.policy.message_received(LinkId(9), h.now), []);
+    assert_eq!(h.policy.disconnected(LinkId(9), h.now), []);
     h.connect(1);
     assert_eq!(
-        h.policy.connected(ConnId(1), 2500, h.now),
+        h.policy.connected(LinkId(1), 2500, h.now),
         [RdyAction::SendRdy {
-            conn: ConnId(1),
+            conn: LinkId(1),
             count: 3
         }]
     );
