@@ -1,16 +1,22 @@
 //! The consumer's coordinator: owns the connections and the flow core, reacts to discovery,
 //! runs the backoff timer and the RDY rotation tick, and stops everything gracefully.
+//!
+//! It runs under a `Supervisor`. What it owns lives in fields (the flow core with its RDY
+//! policy and backoff state, the connections, the discoverer), so a restart loses nothing;
+//! only its context's timers die, and `started()` re-arms them: the rotation tick, and the
+//! backoff timer with the time it had left. A graceful stop is for good: `started()` does
+//! nothing once stopping.
 
 use std::{
     collections::HashMap,
     rc::Rc,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseActFuture, WrapFuture,
+    ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    ResponseActFuture, Supervised, Supervisor, WrapFuture,
 };
 
 use super::{
@@ -23,7 +29,7 @@ use crate::{
         Close, ConnCounters, ConnId, ConnectionConfig, ConnectionEvent, ConnectionParams,
         NsqdConnection, Subscription,
     },
-    lookup::{Discovered, DiscoveryConfig, LookupdDiscoverer, Requery},
+    lookup::{Discovered, DiscoveryConfig, LookupdDiscoverer, Requery, StopDiscovery},
     protocol::{Channel, Topic},
 };
 
@@ -58,7 +64,12 @@ pub(crate) struct ConsumerActor {
     shared: SharedConns,
     state: Arc<FlowState>,
     flow: Option<Rc<FlowCore>>,
+    /// When the running backoff pause ends (re-armed after a restart).
+    backoff_until: Option<Instant>,
     stopping: bool,
+    /// How often `started()` ran.
+    #[cfg(test)]
+    pub(super) starts: u32,
 }
 
 /// A few attempts, then the nsqd must be rediscovered (go-nsq reconnects lookupd-found nsqd
@@ -94,8 +105,16 @@ impl ConsumerActor {
             shared,
             state,
             flow: None,
+            backoff_until: None,
             stopping: false,
+            #[cfg(test)]
+            starts: 0,
         }
+    }
+
+    /// Starts the actor under a `Supervisor` in the current arbiter.
+    pub(crate) fn start(self) -> Addr<Self> {
+        Supervisor::start(move |_| self)
     }
 
     fn emit(&self, event: ConsumerEvent) {
@@ -142,10 +161,34 @@ impl ConsumerActor {
     }
 }
 
-impl Actor for ConsumerActor {
+impl actix::Actor for ConsumerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        #[cfg(test)]
+        {
+            self.starts += 1;
+        }
+        if self.stopping {
+            return; // stopped for good; the restarted actor ends with its last address
+        }
+        if self.flow.is_none() {
+            self.first_start(ctx);
+        }
+        self.arm_timers(ctx);
+    }
+}
+
+impl Supervised for ConsumerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(topic = %self.topic, channel = %self.channel, "consumer coordinator restarting");
+    }
+}
+
+impl ConsumerActor {
+    /// Creates the flow core and the subscription, connects to the configured nsqd and starts
+    /// discovery: once per consumer, not per (re)start.
+    fn first_start(&mut self, ctx: &mut Context<Self>) {
         let flow = Rc::new(FlowCore::new(
             &self.builder.flow,
             ctx.address().downgrade().recipient(),
@@ -161,11 +204,7 @@ impl Actor for ConsumerActor {
             max_requeue_delay: self.builder.max_requeue_delay,
             flow: flow.clone(),
         });
-        self.flow = Some(flow.clone());
-        // The tick is a no-op unless connections outnumber max_in_flight (RdyPolicy::tick_interval).
-        ctx.run_interval(self.builder.flow.rdy_redistribute_interval, move |_, _| {
-            flow.tick()
-        });
+        self.flow = Some(flow);
         for addr in self.builder.nsqd.clone() {
             self.connect(&addr, Origin::Static, ctx);
         }
@@ -179,8 +218,31 @@ impl Actor for ConsumerActor {
                 poll_timeout: self.builder.lookupd_poll_timeout,
                 authorization: secret.filter(|_| self.builder.lookupd_authorization),
             };
-            let discoverer = LookupdDiscoverer::new(config, ctx.address().recipient()).start();
+            let consumer = ctx.address().recipient();
+            let discoverer = Supervisor::start(move |_| LookupdDiscoverer::new(config, consumer));
             self.discoverer = Some(discoverer);
+        }
+    }
+
+    /// The context's timers: the rotation tick, and the backoff timer if a pause is running
+    /// (with the time it has left, so a restart neither shortens nor extends the pause).
+    fn arm_timers(&mut self, ctx: &mut Context<Self>) {
+        if let Some(flow) = self.flow.clone() {
+            // A no-op unless connections outnumber max_in_flight (RdyPolicy::tick_interval).
+            ctx.run_interval(self.builder.flow.rdy_redistribute_interval, move |_, _| {
+                flow.tick()
+            });
+        }
+        if let Some(until) = self.backoff_until {
+            let left = until.saturating_duration_since(Instant::now());
+            ctx.run_later(left, |act, _| act.backoff_timer_fired());
+        }
+    }
+
+    fn backoff_timer_fired(&mut self) {
+        self.backoff_until = None;
+        if let Some(flow) = &self.flow {
+            flow.backoff_timer_fired();
         }
     }
 }
@@ -237,14 +299,29 @@ impl Handler<FlowNotice> for ConsumerActor {
             FlowNotice::Timer(pause) => {
                 let level = self.flow.as_ref().map_or(0, |f| f.backoff_level());
                 self.emit(ConsumerEvent::BackoffStarted { level, pause });
-                ctx.run_later(pause, |act, _| {
-                    if let Some(flow) = &act.flow {
-                        flow.backoff_timer_fired();
-                    }
-                });
+                self.backoff_until = Some(Instant::now() + pause);
+                ctx.run_later(pause, |act, _| act.backoff_timer_fired());
             }
             FlowNotice::Level(level) => self.emit(ConsumerEvent::BackoffLevel { level }),
             FlowNotice::Ended => self.emit(ConsumerEvent::BackoffEnded),
+        }
+    }
+}
+
+/// Whether any handler can take a message: while `false`, RDY 0 on every link, without
+/// touching `max_in_flight` (for handler pools that lost every handler); `true` restores the
+/// normal distribution.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+#[allow(dead_code)] // for the supervised handler pools being added
+pub(crate) struct HandlersAvailable(pub(crate) bool);
+
+impl Handler<HandlersAvailable> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, HandlersAvailable(on): HandlersAvailable, _: &mut Context<Self>) {
+        if let Some(flow) = &self.flow {
+            flow.set_handlers_available(on);
         }
     }
 }
@@ -289,7 +366,10 @@ impl Handler<Stop> for ConsumerActor {
 
     fn handle(&mut self, Stop { deadline }: Stop, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        self.discoverer = None;
+        if let Some(discoverer) = self.discoverer.take() {
+            // Its poll timer would otherwise keep it querying after the consumer is gone.
+            discoverer.do_send(StopDiscovery);
+        }
         let closes: Vec<_> = self
             .conns
             .values()

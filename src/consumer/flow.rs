@@ -68,6 +68,16 @@ impl FlowCore {
         self.apply(actions, None);
     }
 
+    /// While `false`, RDY 0 on every link without touching `max_in_flight`; `true` restores
+    /// the normal distribution (see `RdyPolicy::set_handlers_available`).
+    pub(crate) fn set_handlers_available(&self, available: bool) {
+        let actions = self
+            .policy
+            .borrow_mut()
+            .set_handlers_available(available, Instant::now());
+        self.apply(actions, None);
+    }
+
     pub(crate) fn backoff_timer_fired(&self) {
         let actions = self.policy.borrow_mut().backoff_timer_fired(Instant::now());
         self.apply(actions, None);

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use actix::{Actor, Addr};
+use actix::Addr;
 
 pub use builder::ConsumerBuilder;
 pub use events::ConsumerEvent;
@@ -181,3 +181,6 @@ impl Consumer {
         self.actor.send(Stop { deadline }).await.unwrap_or(0)
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;

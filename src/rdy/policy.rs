@@ -122,6 +122,8 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct RdyPolicy {
     max_in_flight: u32,
+    /// False while no handler can take a message: capacity 0, `max_in_flight` untouched.
+    handlers_available: bool,
     redistribute_interval: Duration,
     idle_timeout: Duration,
     held_timeout: Duration,
@@ -135,6 +137,7 @@ impl RdyPolicy {
     pub(crate) fn new(flow: &FlowControl) -> Self {
         Self {
             max_in_flight: flow.max_in_flight,
+            handlers_available: true,
             redistribute_interval: flow.rdy_redistribute_interval,
             idle_timeout: flow.low_rdy_idle_timeout,
             held_timeout: flow.low_rdy_timeout,
@@ -204,6 +207,22 @@ impl RdyPolicy {
     /// Changes `max_in_flight` at once: 0 pauses (RDY 0 everywhere), any other value resumes.
     pub(crate) fn set_max_in_flight(&mut self, max_in_flight: u32, now: Instant) -> Vec<RdyAction> {
         self.max_in_flight = max_in_flight;
+        self.rebalanced(now)
+    }
+
+    /// Whether any handler can take a message. While not, every connection gets RDY 0 and
+    /// what is in flight keeps its slots; when handlers are back, the normal distribution
+    /// returns. Unlike `set_max_in_flight(0)`, the user's `max_in_flight` is kept, and no
+    /// outcome is counted, so backoff is not touched either.
+    pub(crate) fn set_handlers_available(
+        &mut self,
+        available: bool,
+        now: Instant,
+    ) -> Vec<RdyAction> {
+        if self.handlers_available == available {
+            return Vec::new();
+        }
+        self.handlers_available = available;
         self.rebalanced(now)
     }
 
@@ -346,10 +365,10 @@ impl RdyPolicy {
         self.max_in_flight
     }
 
-    /// How many messages may be in flight right now: 0 when paused or during a backoff pause,
-    /// 1 while backoff tests the waters, otherwise `max_in_flight`.
+    /// How many messages may be in flight right now: 0 when paused, with no handler available
+    /// or during a backoff pause, 1 while backoff tests the waters, otherwise `max_in_flight`.
     fn capacity(&self) -> u32 {
-        if self.backoff.timer_running() {
+        if !self.handlers_available || self.backoff.timer_running() {
             0
         } else if self.backoff.in_backoff() {
             self.max_in_flight.min(1)

@@ -128,6 +128,11 @@ impl Harness {
         self.apply(actions);
     }
 
+    fn set_handlers_available(&mut self, available: bool) {
+        let actions = self.policy.set_handlers_available(available, self.now);
+        self.apply(actions);
+    }
+
     fn tick_after(&mut self, elapsed: Duration) {
         self.now += elapsed;
         let actions = self.policy.tick(self.now);

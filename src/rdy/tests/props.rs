@@ -21,6 +21,8 @@ enum Op {
     /// The link died while its handlers still work on what it delivered.
     Lose(usize),
     SetMaxInFlight(u32),
+    /// Handlers gone (false) or back (true).
+    HandlersAvailable(bool),
     /// nsqd delivers on this connection if its window is open (a faithful nsqd).
     Receive(usize),
     /// nsqd delivers even though RDY was lowered: it sent before reading the new RDY.
@@ -45,7 +47,11 @@ fn op(late_receives: bool) -> impl Strategy<Value = Op> {
         3 => (1u32..=6).prop_map(|max_rdy| Op::Connect { max_rdy }),
         1 => any::<usize>().prop_map(Op::Disconnect),
         1 => any::<usize>().prop_map(Op::Lose),
-        1 => prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+        // Nested: proptest's flat union (more than ten options) rejects the weight 0 of `late`.
+        2 => prop_oneof![
+            prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+            any::<bool>().prop_map(Op::HandlersAvailable),
+        ],
         8 => any::<usize>().prop_map(Op::Receive),
         late => any::<usize>().prop_map(Op::LateReceive),
         8 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Done(i, o)),
@@ -73,6 +79,7 @@ struct Model {
     next_id: u64,
     max_in_flight: u32,
     timer: Option<Duration>,
+    handlers_available: bool,
     /// Whether nsqd only ever delivers inside the RDY window.
     faithful: bool,
 }
@@ -90,6 +97,7 @@ impl Model {
             next_id: 0,
             max_in_flight,
             timer: None,
+            handlers_available: true,
             faithful,
         }
     }
@@ -163,6 +171,10 @@ impl Model {
                 self.max_in_flight = n;
                 self.policy.set_max_in_flight(n, now)
             }
+            Op::HandlersAvailable(available) => {
+                self.handlers_available = available;
+                self.policy.set_handlers_available(available, now)
+            }
             Op::Receive(i) | Op::LateReceive(i) => {
                 let late = matches!(op, Op::LateReceive(_));
                 let Some(id) = self.pick(i) else {
@@ -229,7 +241,12 @@ impl Model {
         prop_assert_eq!(self.policy.backoff_timer_running(), self.timer.is_some());
 
         let level = self.policy.backoff_level();
-        let capacity = match (self.timer.is_some(), level > 0) {
+        // (f) no handler available: RDY 0 everywhere, max_in_flight kept.
+        if !self.handlers_available {
+            prop_assert_eq!(total_rdy, 0);
+        }
+        prop_assert_eq!(self.policy.max_in_flight(), self.max_in_flight);
+        let capacity = match (self.timer.is_some() || !self.handlers_available, level > 0) {
             (true, _) => 0,
             (false, true) => self.max_in_flight.min(1),
             (false, false) => self.max_in_flight,

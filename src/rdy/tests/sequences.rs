@@ -524,3 +524,31 @@ fn disconnected_releases_a_lost_links_slots() {
     h.disconnect(1);
     assert_eq!(h.wire(2), ["RDY 2", "RDY 3"]);
 }
+
+/// No handler alive: RDY 0 everywhere while `max_in_flight` stays the user's, what is in
+/// flight keeps its slots, and the normal split returns with the handlers.
+#[test]
+fn no_handler_available_pauses_without_touching_max_in_flight() {
+    let mut h = Harness::new(go_nsq_config(4));
+    h.connect(1);
+    h.connect(2);
+    h.receive(1);
+    h.set_handlers_available(false);
+    assert_eq!(h.rdys([1, 2]), [0, 0]);
+    assert_eq!(h.policy.max_in_flight(), 4);
+    assert_eq!(
+        h.policy.tick_interval(),
+        None,
+        "nothing to rotate while paused"
+    );
+    h.connect(3);
+    assert_eq!(h.rdy(3), 0, "a new link waits too");
+    h.set_handlers_available(false);
+    h.finish(1);
+    assert_eq!(h.rdys([1, 2, 3]), [0, 0, 0]);
+    assert_eq!(h.policy.backoff_level(), 0, "pausing is not a failure");
+    h.set_handlers_available(true);
+    assert_eq!(h.rdys([1, 2, 3]).iter().sum::<u32>(), 4);
+    assert!(h.rdys([1, 2, 3]).iter().all(|&r| r >= 1));
+    assert_eq!(h.wire(2), ["RDY 2", "RDY 0", "RDY 1"]);
+}
