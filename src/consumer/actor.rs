@@ -20,6 +20,7 @@ use actix::{
 };
 
 use super::{
+    discovery::{pick_within_limit, Dormant, Requery as RequeryDecision, RequeryLimiter},
     events::{ConsumerEvent, FlowNotice},
     flow::{FlowCore, FlowState},
     ConsumerBuilder,
@@ -66,11 +67,22 @@ pub(crate) struct ConsumerActor {
     flow: Option<Rc<FlowCore>>,
     /// When the running backoff pause ends (re-armed after a restart).
     backoff_until: Option<Instant>,
+    requeries: RequeryLimiter,
+    dormant: Dormant,
     stopping: bool,
     /// How often `started()` ran.
     #[cfg(test)]
     pub(super) starts: u32,
 }
+
+/// At most one requery of nsqlookupd per this long (or per poll interval, if shorter), plus
+/// jitter. go-nsq requeries on every lost connection; one that cannot connect then queries in
+/// a loop. 5 s still finds a moved nsqd long before the next poll (60 s by default).
+const REQUERY_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a lookupd-found nsqd whose connection gave up is held back the first time; the
+/// hold doubles with every further give-up, up to the poll interval.
+const FIRST_HOLD: Duration = Duration::from_secs(5);
 
 /// A few attempts, then the nsqd must be rediscovered (go-nsq reconnects lookupd-found nsqd
 /// only when lookupd lists them again; a lost connection triggers an immediate re-query).
@@ -91,6 +103,11 @@ impl ConsumerActor {
             .clone()
             .max_attempts(Some(LOOKUPD_RECONNECT_ATTEMPTS));
         let lookupd_config = Arc::new(builder.connection.clone().reconnect(lookupd_reconnect));
+        let requeries = RequeryLimiter::new(
+            REQUERY_MIN_INTERVAL.min(builder.lookupd_poll_interval),
+            builder.lookupd_poll_jitter,
+        );
+        let dormant = Dormant::new(FIRST_HOLD, builder.lookupd_poll_interval);
         Self {
             subscription: None,
             static_config,
@@ -106,6 +123,8 @@ impl ConsumerActor {
             state,
             flow: None,
             backoff_until: None,
+            requeries,
+            dormant,
             stopping: false,
             #[cfg(test)]
             starts: 0,
@@ -153,6 +172,59 @@ impl ConsumerActor {
         self.conns.insert(addr, Conn { actor, origin });
     }
 
+    /// Asks the discoverer to query now, or as soon as the requery limit allows.
+    fn requery(&mut self, ctx: &mut Context<Self>) {
+        if self.discoverer.is_none() {
+            return;
+        }
+        match self.requeries.request(Instant::now(), &mut rand::rng()) {
+            RequeryDecision::Now => self.send_requery(),
+            RequeryDecision::After(delay) => {
+                ctx.run_later(delay, |act, _| {
+                    act.requeries.sent(Instant::now());
+                    act.send_requery();
+                });
+            }
+            RequeryDecision::Coalesced => {}
+        }
+    }
+
+    fn send_requery(&self) {
+        if let Some(discoverer) = &self.discoverer {
+            discoverer.do_send(Requery);
+        }
+    }
+
+    /// nsqlookupd listed `nsqd`: connect to those not connected and not held back, within
+    /// `max_nsqd_connections`.
+    fn discovered(&mut self, lookupd: &str, nsqd: &[String], ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.dormant
+            .listed(&nsqd.iter().map(String::as_str).collect());
+        let candidates: Vec<&str> = nsqd
+            .iter()
+            .map(String::as_str)
+            .filter(|addr| !self.conns.contains_key(*addr) && self.dormant.may_connect(addr, now))
+            .collect();
+        let limit = self.builder.max_nsqd_connections;
+        let room = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.conns.len());
+        let (chosen, left_out) = pick_within_limit(candidates, room, &mut rand::rng());
+        let chosen: Vec<String> = chosen.into_iter().map(str::to_owned).collect();
+        for addr in &chosen {
+            self.connect(addr, Origin::Lookupd, ctx);
+        }
+        if left_out > 0 {
+            tracing::warn!(%lookupd, limit, left_out, "more nsqd listed than max_nsqd_connections");
+            self.emit(ConsumerEvent::ConnectionLimitReached {
+                lookupd: lookupd.to_owned(),
+                limit,
+                left_out,
+            });
+        }
+    }
+
     fn forget(&mut self, addr: &str) {
         self.conns.remove(addr);
         if let Ok(mut shared) = self.shared.lock() {
@@ -181,6 +253,8 @@ impl actix::Actor for ConsumerActor {
 
 impl Supervised for ConsumerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        // A scheduled requery died with the context; the next lost connection asks again.
+        self.requeries.timer_lost();
         tracing::warn!(topic = %self.topic, channel = %self.channel, "consumer coordinator restarting");
     }
 }
@@ -250,22 +324,25 @@ impl ConsumerActor {
 impl Handler<ConnectionEvent> for ConsumerActor {
     type Result = ();
 
-    fn handle(&mut self, event: ConnectionEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         let origin = self.conns.get(event.addr()).map(|c| c.origin);
         match &event {
+            ConnectionEvent::Connected { addr, .. } => self.dormant.connected(addr),
             ConnectionEvent::Disconnected { .. } if origin == Some(Origin::Lookupd) => {
-                // go-nsq consumer.go:768-773: a lost connection triggers an immediate
-                // lookupd query, so a moved nsqd is found without waiting for the poll.
-                if let Some(discoverer) = &self.discoverer {
-                    discoverer.do_send(Requery);
-                }
+                // go-nsq consumer.go:768-773: a lost connection triggers a lookupd query, so a
+                // moved nsqd is found without waiting for the poll (rate-limited here).
+                self.requery(ctx);
             }
             ConnectionEvent::GaveUp { addr, .. } => {
                 let addr = addr.to_string();
                 self.forget(&addr);
-                if let Some(discoverer) = &self.discoverer {
-                    discoverer.do_send(Requery);
+                if origin == Some(Origin::Lookupd) {
+                    let hold = self
+                        .dormant
+                        .gave_up(&addr, Instant::now(), &mut rand::rng());
+                    tracing::info!(nsqd = %addr, ?hold, "holding back an nsqd that keeps failing");
                 }
+                self.requery(ctx);
             }
             _ => {}
         }
@@ -279,9 +356,7 @@ impl Handler<Discovered> for ConsumerActor {
     fn handle(&mut self, discovered: Discovered, ctx: &mut Context<Self>) {
         match discovered {
             Discovered::Producers { lookupd, nsqd } => {
-                for addr in &nsqd {
-                    self.connect(addr, Origin::Lookupd, ctx);
-                }
+                self.discovered(&lookupd, &nsqd, ctx);
                 self.emit(ConsumerEvent::Discovered { lookupd, nsqd });
             }
             Discovered::Failed { lookupd, error } => {

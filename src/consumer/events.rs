@@ -44,6 +44,18 @@ pub enum ConsumerEvent {
         /// `host:port` of every nsqd it lists.
         nsqd: Vec<String>,
     },
+    /// nsqlookupd listed more nsqd than
+    /// [`max_nsqd_connections`](super::ConsumerBuilder::max_nsqd_connections) allows: a
+    /// random choice of them got a connection, `left_out` did not (a fleet of consumers
+    /// covers them between it).
+    ConnectionLimitReached {
+        /// The nsqlookupd whose answer hit the limit.
+        lookupd: String,
+        /// The limit.
+        limit: u32,
+        /// How many listed nsqd got no connection.
+        left_out: usize,
+    },
 }
 
 /// What the flow core tells the consumer actor (it cannot act on timers or events itself).

@@ -8,6 +8,7 @@
 
 mod actor;
 mod builder;
+mod discovery;
 mod events;
 mod flow;
 
