@@ -157,3 +157,21 @@ async fn max_nsqd_connections_is_validated_by_name() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn discovery_stops_with_the_consumer() {
+    let lookupd = TestLookupd::start().unwrap();
+    let consumer = Consumer::builder("events", "c")
+        .lookupd(lookupd.url())
+        .lookupd_poll_interval(Duration::from_millis(50))
+        .lookupd_poll_jitter(0.0)
+        .handler_fn(|_| async { Ok(()) })
+        .start()
+        .unwrap();
+    assert!(eventually(|| lookups(&lookupd) >= 3).await, "it polls");
+    consumer.stop().await;
+    lookupd.clear_requests();
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    // Before, the poll timer kept the discoverer alive and querying after its consumer stopped.
+    assert_eq!(lookups(&lookupd), 0);
+}

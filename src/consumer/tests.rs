@@ -155,3 +155,41 @@ async fn a_backoff_pause_survives_a_restart_of_the_coordinator() {
     assert_eq!(rdy_lines(), ["RDY 4", "RDY 0", "RDY 1", "RDY 4"]);
     assert_eq!(consumer.stop().await, 0);
 }
+
+#[actix_rt::test]
+async fn no_handler_available_pauses_without_touching_max_in_flight() {
+    let nsqd = TestNsqd::start().unwrap();
+    let consumer = Consumer::builder("events", "c")
+        .nsqd(nsqd.addr().to_string())
+        .max_in_flight(5)
+        .handler_fn(|_| async { Ok(()) })
+        .start()
+        .unwrap();
+    assert!(eventually(|| total_rdy(&nsqd) == 5).await);
+    consumer
+        .actor
+        .send(super::actor::HandlersAvailable(false))
+        .await
+        .unwrap();
+    assert!(eventually(|| total_rdy(&nsqd) == 0).await);
+    assert_eq!(
+        consumer.stats().max_in_flight,
+        5,
+        "the user's setting is kept"
+    );
+    nsqd.publish("events", "waits").unwrap();
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        nsqd.finished_count("events", "c"),
+        0,
+        "nothing taken while paused"
+    );
+    consumer
+        .actor
+        .send(super::actor::HandlersAvailable(true))
+        .await
+        .unwrap();
+    assert!(eventually(|| nsqd.finished_count("events", "c") == 1).await);
+    assert_eq!(total_rdy(&nsqd), 5);
+    assert_eq!(consumer.stop().await, 0);
+}
