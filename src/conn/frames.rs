@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use actix::{Context, StreamHandler};
+use actix::Context;
 
 use super::{
     handling::Settling, responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter,
@@ -14,8 +14,8 @@ use crate::{
     rdy::Outcome,
 };
 
-impl StreamHandler<Result<Frame, Error>> for NsqdConnection {
-    fn handle(&mut self, frame: Result<Frame, Error>, ctx: &mut Context<Self>) {
+impl NsqdConnection {
+    pub(super) fn on_frame(&mut self, frame: Result<Frame, Error>, ctx: &mut Context<Self>) {
         let Some(link) = &mut self.link else { return };
         link.last_frame = std::time::Instant::now();
         match frame {
@@ -26,26 +26,14 @@ impl StreamHandler<Result<Frame, Error>> for NsqdConnection {
         }
     }
 
-    fn finished(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn on_eof(&mut self, ctx: &mut Context<Self>) {
         let error = std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "nsqd closed the connection",
         );
         self.drop_link(error.into(), ctx);
     }
-}
 
-impl StreamHandler<Answer> for NsqdConnection {
-    fn handle(&mut self, answer: Answer, ctx: &mut Context<Self>) {
-        self.on_answer(answer, ctx);
-    }
-
-    fn finished(&mut self, _: &mut Context<Self>) {
-        // Answers end with the link; nothing to do.
-    }
-}
-
-impl NsqdConnection {
     fn on_response(&mut self, response: Response, ctx: &mut Context<Self>) {
         match response {
             // Any command answers a heartbeat; NOP is the convention. The writer flushes it at
@@ -120,10 +108,31 @@ impl NsqdConnection {
             self.drop_link(error.into(), ctx);
             return;
         };
+        if link.in_flight >= link.rdy_ceiling {
+            // nsqd sends only while the client's in-flight count is below its RDY
+            // (nsqd/client_v2.go IsReadyForMessages; protocol_v2.go messagePump waits on
+            // it), and applies a RDY when it reads it, so until then a lowered RDY may still
+            // let earlier sends through: the highest RDY sent on this link is the bound an
+            // honest nsqd never crosses. A message past it is a protocol violation. We reset
+            // the link rather than REQ it: a server that ignores RDY would otherwise make us
+            // read, and write a REQ for, an unbounded stream (and REQ counts an attempt); on
+            // the reset nsqd keeps the message and redelivers it after msg_timeout. Above
+            // all, it never reaches a handler, so handlers stay within max_in_flight.
+            let error = ProtocolError::UnexpectedResponse(format!(
+                "message beyond RDY: {} in flight, RDY {}",
+                link.in_flight, link.rdy_ceiling
+            ));
+            self.drop_link(error.into(), ctx);
+            return;
+        }
         link.in_flight += 1;
         self.counters.in_flight.store(link.in_flight, Relaxed);
         self.counters.received.fetch_add(1, Relaxed);
-        let rdy = link.flow_link.and_then(|id| subscription.flow.received(id));
+        let rdy = if link.in_flow {
+            subscription.flow.received(link.id)
+        } else {
+            None
+        };
         let attempts = u32::from(message.attempts);
         let meta = Meta {
             id: DeliveryId::Nsq(message.id),
@@ -139,7 +148,7 @@ impl NsqdConnection {
         } else {
             subscription.handler.dispatch(delivery)
         };
-        self.handling.borrow_mut().run(Settling {
+        self.handling.run(Settling {
             dispatch,
             watch: Some(watch),
             give_up,
@@ -150,17 +159,17 @@ impl NsqdConnection {
         }
     }
 
-    fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
+    pub(super) fn on_answer(&mut self, answer: Answer, ctx: &mut Context<Self>) {
         let Some(subscription) = &self.subscription else {
             return;
         };
-        let current = self.link.as_ref().map(|l| l.gen);
-        if current != Some(answer.gen) {
+        if !self.is_current(answer.link) {
             // An answer for a lost link: nsqd will not hear it, but its slot is free now.
-            if let Some(&flow_link) = self.lost_links.get(&answer.gen) {
-                if answer.action != Action::Touch {
-                    let _ = subscription.flow.done(flow_link, outcome_of(answer.action));
-                }
+            if answer.action != Action::Touch && self.lost_links.contains_key(&answer.link) {
+                let _ = subscription
+                    .flow
+                    .done(answer.link, outcome_of(answer.action));
+                self.lost_answered(answer.link, ctx);
             }
             return;
         }
@@ -190,10 +199,12 @@ impl NsqdConnection {
             Outcome::Requeued { .. } => self.counters.requeued.fetch_add(1, Relaxed),
         };
         // Ask the flow policy first and write its RDY change before the FIN/REQ (nsq#404).
-        if let Some(count) = link
-            .flow_link
-            .and_then(|id| subscription.flow.done(id, outcome))
-        {
+        let rdy = if link.in_flow {
+            subscription.flow.done(link.id, outcome)
+        } else {
+            None
+        };
+        if let Some(count) = rdy {
             self.set_rdy(count, ctx);
         }
         if self.write(&command, ctx).is_err() {

@@ -1,13 +1,11 @@
 //! The handler futures of one connection.
 //!
-//! They live in the actor itself, not in its context: the supervisor drops a context's
-//! futures when it restarts the actor after a lost link, and a lost link must not cancel a
-//! handler midway (its answer then fails with `ConnectionLost`, and nsqd redelivers after
-//! `msg_timeout`). A small future spawned on every (re)start drives them. Compared with a
-//! task per message, this saves a task allocation and a trip through the executor's queue.
+//! They belong to the actor, not to a link: a lost link must not cancel a handler midway (its
+//! answer then fails with `ConnectionLost`, and nsqd redelivers after `msg_timeout`). The
+//! actor's background driver polls them. Compared with a task per message, this saves a task
+//! allocation and a trip through the executor's queue.
 
 use std::{
-    cell::RefCell,
     future::Future,
     pin::Pin,
     rc::Rc,
@@ -15,7 +13,7 @@ use std::{
     task::{ready, Context, Poll, Waker},
 };
 
-use actix::{Actor, ActorFuture, Recipient};
+use actix::Recipient;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
 use super::{ConnId, ConnectionEvent};
@@ -91,32 +89,24 @@ impl Handling {
         self.push(settling);
     }
 
+    /// Drives the handler futures; remembers `cx`'s waker for [`run`](Self::run).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        // Ready(None) only means "empty for now": a push wakes the driver again.
+        while let Poll::Ready(Some(())) = self.futures.poll_next_unpin(cx) {}
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.futures.is_empty()
+    }
+
     fn push(&mut self, settling: Settling) {
         self.futures.push(settling);
         // FuturesUnordered does not wake its poller on push.
         if let Some(waker) = &self.waker {
             waker.wake_by_ref();
         }
-    }
-}
-
-/// Drives a connection's handler futures from its context.
-pub(crate) struct DriveHandlers(pub(crate) Rc<RefCell<Handling>>);
-
-impl<A: Actor> ActorFuture<A> for DriveHandlers {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, _: &mut A, _: &mut A::Context, cx: &mut Context<'_>) -> Poll<()> {
-        let mut handling = self.0.borrow_mut();
-        if !handling
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            handling.waker = Some(cx.waker().clone());
-        }
-        // Ready(None) only means "empty for now": stay pending until a push wakes us.
-        while let Poll::Ready(Some(())) = handling.futures.poll_next_unpin(cx) {}
-        Poll::Pending
     }
 }

@@ -126,7 +126,7 @@ impl ConnectionEvent {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct SetRdy {
-    pub(crate) link: super::LinkId,
+    pub(crate) link: crate::rdy::LinkId,
     pub(crate) count: u32,
 }
 

@@ -35,6 +35,7 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd_authorization: bool,
     pub(crate) stop_timeout: Duration,
     pub(crate) events: Option<Recipient<ConsumerEvent>>,
+    pub(crate) max_nsqd_connections: u32,
 }
 
 impl ConsumerBuilder {
@@ -72,6 +73,7 @@ impl ConsumerBuilder {
             lookupd_authorization: true,
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             events: None,
+            max_nsqd_connections: Self::DEFAULT_MAX_NSQD_CONNECTIONS,
         }
     }
 
@@ -369,6 +371,7 @@ impl ConsumerBuilder {
                 "nsqd refuses SUB with heartbeats disabled",
             ));
         }
+        self.validate_discovery_limits()?;
         self.flow.validate()?;
         self.connection.validate()?;
         Ok((topic, channel))
@@ -393,6 +396,34 @@ impl ConsumerBuilder {
     /// The handlers started by [`start`](Self::start).
     pub(crate) fn handler_sink(&self) -> HandlerSink {
         self.handlers.started()
+    }
+}
+
+/// Discovery limits.
+impl ConsumerBuilder {
+    /// 100 connections: well above the nsqd count of a topic in typical clusters (tens), and
+    /// a bounded cost when nsqlookupd lists far more (each connection is an actor, a socket,
+    /// a 64 KiB read buffer; 100 stay far from the common 1024 file descriptor limit). Past
+    /// `max_in_flight` connections, RDY rotates among them anyway (go-nsq has no limit).
+    pub const DEFAULT_MAX_NSQD_CONNECTIONS: u32 = 100;
+
+    /// At most this many nsqd connections (1..=10 000). nsqd that nsqlookupd lists beyond it
+    /// get no connection (a random choice of the listed ones does), and a
+    /// [`ConsumerEvent::ConnectionLimitReached`] says so. Addresses given with
+    /// [`nsqd`](Self::nsqd) always get their connection, and count toward the limit.
+    pub fn max_nsqd_connections(mut self, n: u32) -> Self {
+        self.max_nsqd_connections = n;
+        self
+    }
+
+    fn validate_discovery_limits(&self) -> Result<(), Error> {
+        if !(1..=10_000).contains(&self.max_nsqd_connections) {
+            return Err(Error::config(
+                "max_nsqd_connections",
+                "must be within 1..=10000",
+            ));
+        }
+        Ok(())
     }
 }
 

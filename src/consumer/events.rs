@@ -47,6 +47,18 @@ pub enum ConsumerEvent {
     /// A handler was restarted, or handlers became unavailable (the consumer pauses) or
     /// available again (it resumes).
     Handler(HandlerEvent),
+    /// nsqlookupd listed more nsqd than
+    /// [`max_nsqd_connections`](super::ConsumerBuilder::max_nsqd_connections) allows: a
+    /// random choice of them got a connection, `left_out` did not (a fleet of consumers
+    /// covers them between it).
+    ConnectionLimitReached {
+        /// The nsqlookupd whose answer hit the limit.
+        lookupd: String,
+        /// The limit.
+        limit: u32,
+        /// How many listed nsqd got no connection.
+        left_out: usize,
+    },
 }
 
 /// What the flow core tells the consumer actor (it cannot act on timers or events itself).

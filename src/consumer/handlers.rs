@@ -11,8 +11,11 @@ impl Handler<HandlerEvent> for ConsumerActor {
 
     fn handle(&mut self, event: HandlerEvent, _: &mut Context<Self>) {
         match event {
-            HandlerEvent::Unavailable => self.handlers_available(false),
-            HandlerEvent::Available => self.handlers_available(true),
+            // RDY 0 on every link while no handler can take a message; max_in_flight and the
+            // backoff state are left as they are and apply again once a handler is back.
+            HandlerEvent::Unavailable | HandlerEvent::Available => {
+                self.set_handlers_available(event == HandlerEvent::Available);
+            }
             _ => {}
         }
         self.emit(ConsumerEvent::Handler(event));

@@ -1,13 +1,18 @@
 //! [`Consumer`]: reads a topic through a channel from every nsqd that has it.
 //!
-//! The actor topology (see DESIGN.md): a coordinator actor owns one supervised
-//! [`NsqdConnection`](crate::conn) per nsqd, a [`LookupdDiscoverer`](crate::lookup) when
-//! nsqlookupd addresses are given, and the flow core (RDY policy and consumer-wide backoff),
-//! which the connections consult synchronously. Deliveries go straight from a connection to
-//! the handler actors (or closure), and answers straight back.
+//! The actor topology (see DESIGN.md): a coordinator actor, under a `Supervisor` and
+//! restartable without losing state, owns one supervised [`NsqdConnection`](crate::conn) per
+//! nsqd, a supervised [`LookupdDiscoverer`](crate::lookup) when nsqlookupd addresses are
+//! given, and the flow core (RDY policy and consumer-wide backoff), which the connections
+//! consult synchronously. The flow core reaches connections through `Recipient<SetRdy>` and
+//! the coordinator through a `Recipient<FlowNotice>`, never concrete addresses. Deliveries go
+//! straight from a connection to the handler actors (or closure), and answers straight back.
+//! Discovery is bounded: requeries are rate-limited, an nsqd that keeps failing is held back
+//! across rediscovery, and at most `max_nsqd_connections` connections are opened.
 
 mod actor;
 mod builder;
+mod discovery;
 mod events;
 mod flow;
 mod handlers;
@@ -17,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use actix::{Actor, Addr};
+use actix::Addr;
 
 pub use builder::ConsumerBuilder;
 pub use events::ConsumerEvent;
@@ -182,3 +187,6 @@ impl Consumer {
         self.actor.send(Stop { deadline }).await.unwrap_or(0)
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;

@@ -13,7 +13,8 @@ mod response;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient,
+    Supervised, WrapFuture,
 };
 use rand::Rng;
 
@@ -83,6 +84,12 @@ pub(crate) enum Discovered {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Requery;
+
+/// Stop for good (the consumer is stopping): without it, the poll timer would keep the
+/// discoverer alive and querying after its consumer is gone.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopDiscovery;
 
 pub(crate) struct LookupdDiscoverer {
     urls: Vec<(String, String)>,
@@ -245,6 +252,9 @@ impl Actor for LookupdDiscoverer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.urls.is_empty() {
+            return; // stopped for good (or nothing to query)
+        }
         self.query(ctx);
         let interval = self.config.poll_interval;
         let jitter = interval.mul_f64(self.config.poll_jitter * rand::rng().random::<f64>());
@@ -253,6 +263,24 @@ impl Actor for LookupdDiscoverer {
             act.query(ctx);
             ctx.run_interval(interval, |act, ctx| act.query(ctx));
         });
+    }
+}
+
+/// Supervised by its consumer's `Supervisor::start`: a restart loses the context's poll
+/// timer and any query in progress; `started()` queries at once and re-arms the timer.
+impl Supervised for LookupdDiscoverer {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.querying = false;
+        self.query_again = false;
+    }
+}
+
+impl Handler<StopDiscovery> for LookupdDiscoverer {
+    type Result = ();
+
+    fn handle(&mut self, _: StopDiscovery, ctx: &mut Context<Self>) {
+        self.urls.clear();
+        ctx.stop();
     }
 }
 

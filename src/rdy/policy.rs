@@ -28,15 +28,17 @@ use super::{
     split::even_split,
 };
 
-/// Identifies one nsqd connection for the lifetime of that connection. The actor hands out
-/// fresh, increasing ids: the order of ids is the order in which the remainder of an uneven
-/// split is given out.
+/// Identifies one link (one successful handshake with one nsqd): the single id type the RDY
+/// policy, the flow core and the connection actors share. A fresh id per link means a `SetRdy`
+/// or an answer meant for a link that has since died cannot land on its successor. Ids are
+/// handed out increasing (`conn::next_link_id`): the order of ids is the order in which the
+/// remainder of an uneven split is given out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct ConnId(pub(crate) u64);
+pub(crate) struct LinkId(pub(crate) u64);
 
-impl fmt::Display for ConnId {
+impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}", self.0)
+        write!(f, "link#{}", self.0)
     }
 }
 
@@ -69,7 +71,7 @@ pub(crate) enum RdyAction {
     /// Write `RDY count` on the connection. Never a duplicate of the last count sent.
     SendRdy {
         /// The connection.
-        conn: ConnId,
+        conn: LinkId,
         /// The new RDY count, at most that nsqd's `max_rdy_count`.
         count: u32,
     },
@@ -120,11 +122,13 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct RdyPolicy {
     max_in_flight: u32,
+    /// False while no handler can take a message: capacity 0, `max_in_flight` untouched.
+    handlers_available: bool,
     redistribute_interval: Duration,
     idle_timeout: Duration,
     held_timeout: Duration,
     backoff: BackoffState,
-    conns: BTreeMap<ConnId, Conn>,
+    conns: BTreeMap<LinkId, Conn>,
     next_ticket: u64,
 }
 
@@ -133,6 +137,7 @@ impl RdyPolicy {
     pub(crate) fn new(flow: &FlowControl) -> Self {
         Self {
             max_in_flight: flow.max_in_flight,
+            handlers_available: true,
             redistribute_interval: flow.rdy_redistribute_interval,
             idle_timeout: flow.low_rdy_idle_timeout,
             held_timeout: flow.low_rdy_timeout,
@@ -150,7 +155,7 @@ impl RdyPolicy {
     /// queue; in normal mode the others are lowered first and it takes what fits.
     pub(crate) fn connected(
         &mut self,
-        conn: ConnId,
+        conn: LinkId,
         max_rdy_count: u32,
         now: Instant,
     ) -> Vec<RdyAction> {
@@ -173,7 +178,7 @@ impl RdyPolicy {
     /// A connection is gone, with its RDY and its in-flight messages (nsqd times those out).
     /// Its share goes to the others; if it held the single test RDY of a backoff, another
     /// connection gets it (go-nsq PR #106/#127).
-    pub(crate) fn disconnected(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn disconnected(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         if self.conns.remove(&conn).is_none() {
             return Vec::new();
         }
@@ -186,7 +191,7 @@ impl RdyPolicy {
     /// the number of messages being handled past `max_in_flight`. Call
     /// [`disconnected`](Self::disconnected) once nsqd has requeued them (after `msg_timeout`),
     /// so a handler that never answers cannot hold a slot forever.
-    pub(crate) fn lost(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn lost(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
@@ -205,8 +210,24 @@ impl RdyPolicy {
         self.rebalanced(now)
     }
 
+    /// Whether any handler can take a message. While not, every connection gets RDY 0 and
+    /// what is in flight keeps its slots; when handlers are back, the normal distribution
+    /// returns. Unlike `set_max_in_flight(0)`, the user's `max_in_flight` is kept, and no
+    /// outcome is counted, so backoff is not touched either.
+    pub(crate) fn set_handlers_available(
+        &mut self,
+        available: bool,
+        now: Instant,
+    ) -> Vec<RdyAction> {
+        if self.handlers_available == available {
+            return Vec::new();
+        }
+        self.handlers_available = available;
+        self.rebalanced(now)
+    }
+
     /// A message arrived on `conn`.
-    pub(crate) fn message_received(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn message_received(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
@@ -224,7 +245,7 @@ impl RdyPolicy {
     /// returned `SendRdy`s first.
     pub(crate) fn message_done(
         &mut self,
-        conn: ConnId,
+        conn: LinkId,
         outcome: Outcome,
         now: Instant,
         rng: &mut impl Rng,
@@ -304,13 +325,13 @@ impl RdyPolicy {
 
     #[cfg(test)]
     /// The RDY last sent on `conn`; 0 for an unknown connection.
-    pub(crate) fn rdy(&self, conn: ConnId) -> u32 {
+    pub(crate) fn rdy(&self, conn: LinkId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.rdy)
     }
 
     #[cfg(test)]
     /// Messages of `conn` not yet answered; 0 for an unknown connection.
-    pub(crate) fn in_flight(&self, conn: ConnId) -> u32 {
+    pub(crate) fn in_flight(&self, conn: LinkId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.in_flight)
     }
 
@@ -344,10 +365,10 @@ impl RdyPolicy {
         self.max_in_flight
     }
 
-    /// How many messages may be in flight right now: 0 when paused or during a backoff pause,
-    /// 1 while backoff tests the waters, otherwise `max_in_flight`.
+    /// How many messages may be in flight right now: 0 when paused, with no handler available
+    /// or during a backoff pause, 1 while backoff tests the waters, otherwise `max_in_flight`.
     fn capacity(&self) -> u32 {
-        if self.backoff.timer_running() {
+        if !self.handlers_available || self.backoff.timer_running() {
             0
         } else if self.backoff.in_backoff() {
             self.max_in_flight.min(1)
@@ -377,7 +398,7 @@ impl RdyPolicy {
         }
         let capacity = self.capacity();
         let targets = self.targets(capacity, now);
-        let mut queue: Vec<(u64, ConnId)> =
+        let mut queue: Vec<(u64, LinkId)> =
             self.conns.iter().map(|(id, c)| (c.ticket, *id)).collect();
         queue.sort_unstable();
 
@@ -428,7 +449,7 @@ impl RdyPolicy {
         }
     }
 
-    fn set_rdy(&mut self, id: ConnId, count: u32, now: Instant, out: &mut Vec<RdyAction>) {
+    fn set_rdy(&mut self, id: LinkId, count: u32, now: Instant, out: &mut Vec<RdyAction>) {
         let ticket = self.next_ticket + 1;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -449,13 +470,13 @@ impl RdyPolicy {
     }
 
     /// The RDY each connection should have with `capacity` slots.
-    fn targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
+    fn targets(&self, capacity: u32, now: Instant) -> BTreeMap<LinkId, u32> {
         if capacity == 0 {
             return BTreeMap::new();
         }
         let live = self.conns.values().filter(|c| !c.lost).count();
         if live <= usize::try_from(capacity).unwrap_or(usize::MAX) {
-            let caps: Vec<(ConnId, u32)> = self
+            let caps: Vec<(LinkId, u32)> = self
                 .conns
                 .iter()
                 .filter(|(_, c)| !c.lost)
@@ -470,20 +491,20 @@ impl RdyPolicy {
     /// A holder gives its slot back when idle for `low_rdy_idle_timeout` or after holding it
     /// `low_rdy_timeout`, but only if a waiting connection can use it; free slots go to the
     /// connections that waited longest (go-nsq picks at random: an nsqd could wait forever).
-    fn rotation_targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
+    fn rotation_targets(&self, capacity: u32, now: Instant) -> BTreeMap<LinkId, u32> {
         let slots = usize::try_from(capacity).unwrap_or(usize::MAX);
-        let mut waiting: Vec<(u64, ConnId)> = self
+        let mut waiting: Vec<(u64, LinkId)> = self
             .conns
             .iter()
             .filter(|(_, c)| c.can_take_slot())
             .map(|(id, c)| (c.ticket, *id))
             .collect();
         waiting.sort_unstable();
-        let holders: Vec<(&ConnId, &Conn)> = self.conns.iter().filter(|(_, c)| c.rdy > 0).collect();
+        let holders: Vec<(&LinkId, &Conn)> = self.conns.iter().filter(|(_, c)| c.rdy > 0).collect();
 
         let free_now = slots.saturating_sub(holders.len());
         let wanted = waiting.len().saturating_sub(free_now);
-        let mut expired: Vec<(Instant, u64, ConnId)> = holders
+        let mut expired: Vec<(Instant, u64, LinkId)> = holders
             .iter()
             .filter(|(_, c)| self.should_give_up_slot(c, now))
             .map(|(id, c)| (c.granted_at, c.ticket, **id))
@@ -493,7 +514,7 @@ impl RdyPolicy {
 
         // Holders beyond the slots (max_in_flight lowered, or a new connection ended normal
         // mode) keep the most recent grants; the longest holders give way.
-        let mut keep: Vec<(Instant, u64, ConnId)> = holders
+        let mut keep: Vec<(Instant, u64, LinkId)> = holders
             .iter()
             .filter(|(id, _)| !expired.iter().any(|(_, _, e)| e == *id))
             .map(|(id, c)| (c.granted_at, c.ticket, **id))

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use crate::rdy::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy};
 
 const CONNS: usize = 20;
 const MAX_IN_FLIGHT: u32 = 5;
@@ -32,7 +32,7 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
         }
     };
     for i in 0..CONNS {
-        apply(&mut rdy, policy.connected(ConnId(i as u64), 2500, start));
+        apply(&mut rdy, policy.connected(LinkId(i as u64), 2500, start));
     }
     let tick = policy_tick(&policy, flow);
     let mut next_tick = start + tick;
@@ -43,7 +43,7 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
             if handler_done[i].is_some_and(|at| at <= now) {
                 handler_done[i] = None;
                 let actions =
-                    policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
+                    policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
                 apply(&mut rdy, actions);
                 waiting_since[i] = now;
             }
@@ -52,7 +52,7 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
             // One message at a time per connection: in low-RDY mode RDY is at most 1.
             if has_messages(i) && handler_done[i].is_none() && rdy[i] > 0 {
                 longest[i] = longest[i].max(now - waiting_since[i]);
-                apply(&mut rdy, policy.message_received(ConnId(i as u64), now));
+                apply(&mut rdy, policy.message_received(LinkId(i as u64), now));
                 handler_done[i] = Some(now + HANDLER);
             }
         }

@@ -13,7 +13,7 @@ use std::{
 
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use super::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -65,35 +65,35 @@ impl Harness {
 
     fn connect_capped(&mut self, id: u64, max_rdy: u32) {
         self.wire.insert(id, Vec::new());
-        let actions = self.policy.connected(ConnId(id), max_rdy, self.now);
+        let actions = self.policy.connected(LinkId(id), max_rdy, self.now);
         self.apply(actions);
     }
 
     fn disconnect(&mut self, id: u64) {
-        let actions = self.policy.disconnected(ConnId(id), self.now);
+        let actions = self.policy.disconnected(LinkId(id), self.now);
         self.apply(actions);
     }
 
     fn lose(&mut self, id: u64) {
-        let actions = self.policy.lost(ConnId(id), self.now);
+        let actions = self.policy.lost(LinkId(id), self.now);
         self.apply(actions);
     }
 
     fn receive(&mut self, id: u64) {
         assert!(
-            self.policy.in_flight(ConnId(id)) < self.policy.rdy(ConnId(id)),
+            self.policy.in_flight(LinkId(id)) < self.policy.rdy(LinkId(id)),
             "nsqd would not send on conn {id}: RDY {} in flight {}",
-            self.policy.rdy(ConnId(id)),
-            self.policy.in_flight(ConnId(id)),
+            self.policy.rdy(LinkId(id)),
+            self.policy.in_flight(LinkId(id)),
         );
-        let actions = self.policy.message_received(ConnId(id), self.now);
+        let actions = self.policy.message_received(LinkId(id), self.now);
         self.apply(actions);
     }
 
     fn done(&mut self, id: u64, outcome: Outcome) {
         let actions = self
             .policy
-            .message_done(ConnId(id), outcome, self.now, &mut self.rng);
+            .message_done(LinkId(id), outcome, self.now, &mut self.rng);
         self.apply(actions);
         let word = if outcome == Outcome::Finished {
             "FIN"
@@ -128,6 +128,11 @@ impl Harness {
         self.apply(actions);
     }
 
+    fn set_handlers_available(&mut self, available: bool) {
+        let actions = self.policy.set_handlers_available(available, self.now);
+        self.apply(actions);
+    }
+
     fn tick_after(&mut self, elapsed: Duration) {
         self.now += elapsed;
         let actions = self.policy.tick(self.now);
@@ -142,7 +147,7 @@ impl Harness {
     }
 
     fn rdy(&self, id: u64) -> u32 {
-        self.policy.rdy(ConnId(id))
+        self.policy.rdy(LinkId(id))
     }
 
     fn rdys(&self, ids: impl IntoIterator<Item = u64>) -> Vec<u32> {

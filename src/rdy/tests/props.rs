@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::MS;
-use crate::rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use crate::rdy::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -21,6 +21,8 @@ enum Op {
     /// The link died while its handlers still work on what it delivered.
     Lose(usize),
     SetMaxInFlight(u32),
+    /// Handlers gone (false) or back (true).
+    HandlersAvailable(bool),
     /// nsqd delivers on this connection if its window is open (a faithful nsqd).
     Receive(usize),
     /// nsqd delivers even though RDY was lowered: it sent before reading the new RDY.
@@ -45,7 +47,11 @@ fn op(late_receives: bool) -> impl Strategy<Value = Op> {
         3 => (1u32..=6).prop_map(|max_rdy| Op::Connect { max_rdy }),
         1 => any::<usize>().prop_map(Op::Disconnect),
         1 => any::<usize>().prop_map(Op::Lose),
-        1 => prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+        // Nested: proptest's flat union (more than ten options) rejects the weight 0 of `late`.
+        2 => prop_oneof![
+            prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+            any::<bool>().prop_map(Op::HandlersAvailable),
+        ],
         8 => any::<usize>().prop_map(Op::Receive),
         late => any::<usize>().prop_map(Op::LateReceive),
         8 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Done(i, o)),
@@ -73,6 +79,7 @@ struct Model {
     next_id: u64,
     max_in_flight: u32,
     timer: Option<Duration>,
+    handlers_available: bool,
     /// Whether nsqd only ever delivers inside the RDY window.
     faithful: bool,
 }
@@ -90,6 +97,7 @@ impl Model {
             next_id: 0,
             max_in_flight,
             timer: None,
+            handlers_available: true,
             faithful,
         }
     }
@@ -136,12 +144,12 @@ impl Model {
                         ..ModelConn::default()
                     },
                 );
-                self.policy.connected(ConnId(id), max_rdy, now)
+                self.policy.connected(LinkId(id), max_rdy, now)
             }
             Op::Disconnect(i) => match self.pick(i) {
                 Some(id) => {
                     self.conns.remove(&id);
-                    self.policy.disconnected(ConnId(id), now)
+                    self.policy.disconnected(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
@@ -155,13 +163,17 @@ impl Model {
                         c.rdy = 0;
                         c.max_rdy = 0;
                     }
-                    self.policy.lost(ConnId(id), now)
+                    self.policy.lost(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
             Op::SetMaxInFlight(n) => {
                 self.max_in_flight = n;
                 self.policy.set_max_in_flight(n, now)
+            }
+            Op::HandlersAvailable(available) => {
+                self.handlers_available = available;
+                self.policy.set_handlers_available(available, now)
             }
             Op::Receive(i) | Op::LateReceive(i) => {
                 let late = matches!(op, Op::LateReceive(_));
@@ -173,7 +185,7 @@ impl Model {
                     return Ok(());
                 }
                 c.in_flight += 1;
-                let actions = self.policy.message_received(ConnId(id), now);
+                let actions = self.policy.message_received(LinkId(id), now);
                 if self.faithful {
                     let total: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
                     prop_assert!(
@@ -197,7 +209,7 @@ impl Model {
                     self.conns.remove(&id);
                 }
                 self.policy
-                    .message_done(ConnId(id), outcome, now, &mut self.rng)
+                    .message_done(LinkId(id), outcome, now, &mut self.rng)
             }
             Op::FireTimer => match self.timer.take() {
                 Some(pause) => {
@@ -220,8 +232,8 @@ impl Model {
         let total_rdy: u64 = self.conns.values().map(|c| u64::from(c.rdy)).sum();
         let in_flight: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
         for (id, c) in &self.conns {
-            prop_assert_eq!(self.policy.rdy(ConnId(*id)), c.rdy);
-            prop_assert_eq!(self.policy.in_flight(ConnId(*id)), c.in_flight);
+            prop_assert_eq!(self.policy.rdy(LinkId(*id)), c.rdy);
+            prop_assert_eq!(self.policy.in_flight(LinkId(*id)), c.in_flight);
         }
         prop_assert_eq!(self.policy.total_rdy(), total_rdy);
         // (a) never more RDY in total than max_in_flight.
@@ -229,7 +241,12 @@ impl Model {
         prop_assert_eq!(self.policy.backoff_timer_running(), self.timer.is_some());
 
         let level = self.policy.backoff_level();
-        let capacity = match (self.timer.is_some(), level > 0) {
+        // (f) no handler available: RDY 0 everywhere, max_in_flight kept.
+        if !self.handlers_available {
+            prop_assert_eq!(total_rdy, 0);
+        }
+        prop_assert_eq!(self.policy.max_in_flight(), self.max_in_flight);
+        let capacity = match (self.timer.is_some() || !self.handlers_available, level > 0) {
             (true, _) => 0,
             (false, true) => self.max_in_flight.min(1),
             (false, false) => self.max_in_flight,
@@ -362,7 +379,7 @@ fn check_liveness(
         }
     };
     for i in 0..conns {
-        apply(&mut rdy, policy.connected(ConnId(i as u64), 2500, now));
+        apply(&mut rdy, policy.connected(LinkId(i as u64), 2500, now));
     }
     let start = now;
     for t in 0..(bound * 4).max(200) {
@@ -377,10 +394,10 @@ fn check_liveness(
             let arrives = rng.random_bool(busy[i]);
             if arrives && (in_flight[i].len() as u32) < rdy[i] {
                 in_flight[i].push_back(t);
-                apply(&mut rdy, policy.message_received(ConnId(i as u64), now));
+                apply(&mut rdy, policy.message_received(LinkId(i as u64), now));
             } else if !in_flight[i].is_empty() && rng.random_bool(0.5) {
                 in_flight[i].pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
                 apply(&mut rdy, done);
             }
         }
@@ -391,7 +408,7 @@ fn check_liveness(
                 .is_some_and(|arrived| t - arrived >= u64::from(handler_ticks))
             {
                 messages.pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
                 apply(&mut rdy, done);
             }
         }

@@ -1,0 +1,129 @@
+//! Bounds the consumer keeps whatever the servers do: a server that ignores RDY cannot run
+//! more handlers than `max_in_flight`.
+
+#[path = "support/consumer.rs"]
+mod support;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix::{Actor, Context, Handler, ResponseFuture};
+use actix_nsq::{
+    protocol::{Frame, Message, MessageId},
+    testing::TestNsqd,
+    ConnectionConfig, ConnectionEvent, Consumer, ConsumerBuilder, ConsumerEvent, Delivery,
+    HandlerResult,
+};
+use support::{eventually, fast_reconnect, lines, Events};
+
+/// Handlers running now, and the most ever seen at once.
+#[derive(Clone, Default)]
+struct Running {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    handled: Arc<AtomicUsize>,
+}
+
+impl Running {
+    async fn handle(self) -> HandlerResult {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// An actor handler that runs its deliveries concurrently (one future each).
+struct Concurrent(Running);
+
+impl Actor for Concurrent {
+    type Context = Context<Self>;
+}
+
+impl Handler<Delivery> for Concurrent {
+    type Result = ResponseFuture<HandlerResult>;
+
+    fn handle(&mut self, _: Delivery, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.0.clone().handle())
+    }
+}
+
+fn unsolicited(i: usize) -> Frame {
+    let mut id = *b"0000000000000000";
+    id[10..].copy_from_slice(format!("{i:06}").as_bytes());
+    Frame::Message(Message::new(
+        MessageId::new(id).unwrap(),
+        0,
+        1,
+        format!("m{i}").into(),
+    ))
+}
+
+async fn a_server_ignoring_rdy_runs_at_most_max_in_flight_handlers(
+    with_handler: impl FnOnce(ConsumerBuilder, Running) -> ConsumerBuilder,
+) {
+    let nsqd = TestNsqd::start().unwrap();
+    let events = Events::default();
+    let running = Running::default();
+    let builder = Consumer::builder("events", "c")
+        .nsqd(nsqd.addr().to_string())
+        .connection(ConnectionConfig::new().reconnect(fast_reconnect()))
+        .max_in_flight(1)
+        .events(events.recipient());
+    let consumer = with_handler(builder, running.clone()).start().unwrap();
+    assert!(
+        eventually(|| nsqd.clients().len() == 1 && lines(&nsqd).contains(&"RDY 1".into())).await
+    );
+    let client = nsqd.clients()[0].id;
+    // 500 messages the consumer never asked for (RDY 1), all at once.
+    for i in 0..500 {
+        if !nsqd.send_frame(client, unsolicited(i)) {
+            break; // the consumer reset the link
+        }
+    }
+    let reset = || {
+        events.any(|e| {
+            matches!(e, ConsumerEvent::Connection(ConnectionEvent::Disconnected { error, .. })
+                if error.to_string().contains("beyond RDY"))
+        })
+    };
+    assert!(eventually(reset).await, "the violation resets the link");
+    assert!(eventually(|| running.now.load(Ordering::SeqCst) == 0).await);
+    assert_eq!(
+        running.peak.load(Ordering::SeqCst),
+        1,
+        "never more than max_in_flight"
+    );
+    assert_eq!(
+        running.handled.load(Ordering::SeqCst),
+        1,
+        "only the message RDY allowed"
+    );
+    // The consumer carries on with an honest server.
+    nsqd.publish("events", "honest").unwrap();
+    assert!(eventually(|| nsqd.finished_count("events", "c") == 1).await);
+    consumer.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_server_ignoring_rdy_runs_at_most_max_in_flight_closures() {
+    a_server_ignoring_rdy_runs_at_most_max_in_flight_handlers(|builder, running| {
+        builder.handler_fn(move |_| running.clone().handle())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_server_ignoring_rdy_runs_at_most_max_in_flight_actors() {
+    a_server_ignoring_rdy_runs_at_most_max_in_flight_handlers(|builder, running| {
+        builder.handler(Concurrent(running).start().recipient())
+    })
+    .await;
+}
