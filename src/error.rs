@@ -6,7 +6,7 @@
 
 use std::{fmt, io, sync::Arc};
 
-use crate::protocol::ServerError;
+use crate::{lookup::SkippedProducer, protocol::ServerError};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -205,6 +205,15 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// nsqlookupd listed nsqd that cannot be connected to (a `tcp_port` that is not a port, a
+    /// `broadcast_address` that is not a string, ...). Only those entries were skipped: the
+    /// others are used. A consumer reports it as
+    /// [`ConsumerEvent::DiscoveryFailed`](crate::ConsumerEvent::DiscoveryFailed).
+    #[error("skipped {} unusable nsqlookupd entries: {}", .skipped.len(), list_skipped(.skipped))]
+    SkippedProducers {
+        /// Each entry left out, with the reason.
+        skipped: Vec<SkippedProducer>,
+    },
     /// An HTTP request to nsqd or nsqlookupd failed, or was answered with an error status.
     #[error("http {status}: {message}")]
     Http {
@@ -281,6 +290,21 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// The first few skipped entries, for a message that stays one line.
+fn list_skipped(skipped: &[SkippedProducer]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = skipped
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if skipped.len() > SHOWN {
+        text.push_str(&format!("; and {} more", skipped.len() - SHOWN));
+    }
+    text
 }
 
 impl From<io::Error> for Error {

@@ -112,7 +112,7 @@ pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{GiveUp, HandlerFuture};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
-pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
+pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, Message, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};

@@ -18,7 +18,7 @@ use actix::{
 use rand::Rng;
 
 pub(crate) use response::{decode, decode_empty, error_message, null_as_default};
-pub use response::{LookupResponse, NodeInfo, ProducerInfo};
+pub use response::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 
 use crate::{error::Error, protocol::Topic, transport::Secret};
 
@@ -147,21 +147,38 @@ impl LookupdDiscoverer {
             let mut last = None;
             for (lookupd, url) in tries {
                 match lookup(&client, &url, bearer.as_deref(), timeout).await {
-                    Ok(nsqd) => return Discovered::Producers { lookupd, nsqd },
+                    Ok((nsqd, skipped)) if skipped.is_empty() => {
+                        return vec![Discovered::Producers { lookupd, nsqd }]
+                    }
+                    Ok((nsqd, skipped)) => {
+                        // The good entries are used; the bad ones are reported, not fatal.
+                        tracing::warn!(lookupd = %lookupd, skipped = skipped.len(),
+                            first = %skipped[0], "skipping unusable nsqlookupd entries");
+                        let error = Error::SkippedProducers { skipped };
+                        return vec![
+                            Discovered::Producers {
+                                lookupd: lookupd.clone(),
+                                nsqd,
+                            },
+                            Discovered::Failed { lookupd, error },
+                        ];
+                    }
                     Err(error) => {
                         tracing::warn!(lookupd = %lookupd, %error, "nsqlookupd query failed");
                         last = Some(Discovered::Failed { lookupd, error });
                     }
                 }
             }
-            last.unwrap_or(Discovered::Failed {
+            vec![last.unwrap_or(Discovered::Failed {
                 lookupd: String::new(),
                 error: Error::NotConnected,
-            })
+            })]
         };
         ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
             act.querying = false;
-            act.consumer.do_send(found);
+            for found in found {
+                act.consumer.do_send(found);
+            }
             if std::mem::take(&mut act.query_again) {
                 act.query(ctx);
             }
@@ -169,14 +186,14 @@ impl LookupdDiscoverer {
     }
 }
 
-/// One lookup: the `host:port` of every nsqd listed, de-duplicated; an empty list for `404
-/// TOPIC_NOT_FOUND`.
+/// One lookup: the `host:port` of every nsqd listed, de-duplicated, and the entries skipped
+/// as unusable; empty lists for `404 TOPIC_NOT_FOUND`.
 async fn lookup(
     client: &awc::Client,
     url: &str,
     bearer: Option<&str>,
     timeout: Duration,
-) -> Result<Vec<String>, Error> {
+) -> Result<(Vec<String>, Vec<SkippedProducer>), Error> {
     let mut request = client
         .get(url)
         .insert_header(("Accept", ACCEPT_V1))
@@ -203,7 +220,7 @@ async fn lookup(
             message: e.to_string(),
         })?;
     if status == 404 && error_message(&body) == "TOPIC_NOT_FOUND" {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     if status != 200 {
         return Err(Error::Http {
@@ -213,7 +230,7 @@ async fn lookup(
     }
     let answer: LookupResponse = match decode(&body, v1) {
         Ok(answer) => answer,
-        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Vec::new()),
+        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Default::default()),
         Err((status, message)) => return Err(Error::Http { status, message }),
     };
     let mut nsqd: Vec<String> = answer
@@ -223,7 +240,7 @@ async fn lookup(
         .collect();
     nsqd.sort();
     nsqd.dedup();
-    Ok(nsqd)
+    Ok((nsqd, answer.skipped))
 }
 
 /// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, and (only when some address is
