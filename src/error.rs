@@ -54,6 +54,16 @@ pub enum ProtocolError {
     /// The peer answered with HTTP: the address is nsqd's HTTP port, not its TCP port.
     #[error("the peer spoke HTTP: is this nsqd's HTTP port instead of its TCP port?")]
     LooksLikeHttp,
+    /// The address answered in HTTP (`HTTP/1.1 400 Bad Request`, as Go's net/http answers
+    /// nsq's `"  V2"` magic): it is nsqd's HTTP port (4151 by default), not its TCP port.
+    #[error("{addr} answered in HTTP: that is an HTTP port (nsqd's is 4151 by default), not nsqd's TCP port (4150 by default)")]
+    HttpPort {
+        /// The address dialled.
+        addr: String,
+    },
+    /// nsqd's IDENTIFY reply was JSON but not an object (`[]`, `1`, `"x"`): not an nsqd.
+    #[error("IDENTIFY reply is not a JSON object: {0}")]
+    IdentifyNotObject(String),
     /// A frame type other than response (0), error (1) or message (2).
     #[error("unknown frame type {0}")]
     UnknownFrameType(i32),
@@ -191,6 +201,16 @@ pub enum Error {
         /// The nsqd that delivered the message.
         addr: String,
     },
+    /// No connection to `addr` could be made: `source` says why (connection refused, a
+    /// timeout, an HTTP port, a handshake nsqd refused, ...). Nothing was written.
+    #[error("cannot connect to nsqd {addr}: {source}")]
+    Connect {
+        /// The nsqd address.
+        addr: String,
+        /// Why the last attempt failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// No connection is up to take the request.
     #[error("not connected to any nsqd")]
     NotConnected,
@@ -259,6 +279,7 @@ impl Error {
             self,
             Error::Disconnected
                 | Error::NotConnected
+                | Error::Connect { .. }
                 | Error::ConnectionLost { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::Io(_)

@@ -5,9 +5,11 @@
 #[path = "support/consumer.rs"]
 mod support;
 
+use std::time::{Duration, Instant};
+
 use actix_nsq::{
     testing::{TestLookupd, TestNsqd},
-    Consumer, ConsumerEvent, Error,
+    Consumer, ConsumerEvent, Error, Producer, ProtocolError,
 };
 use support::{eventually, Events};
 
@@ -51,4 +53,50 @@ async fn one_bad_lookupd_entry_is_skipped_and_reported_the_others_consumed() {
         ConsumerEvent::Discovered { nsqd: found, .. } if found == &[nsqd.addr().to_string()]
     )));
     consumer.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_closed_port_fails_a_publish_at_once_naming_the_nsqd() {
+    let nsqd = TestNsqd::start().unwrap();
+    let addr = nsqd.addr().to_string();
+    nsqd.kill().unwrap();
+    let producer = Producer::builder()
+        .nsqd(&addr)
+        .request_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    let err = producer.publish("events", "x").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    match &err {
+        Error::Connect { addr: a, source } => {
+            assert_eq!(a, &addr);
+            assert!(matches!(**source, Error::Io(_)), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&addr) && text.contains("refused"), "{text}");
+}
+
+#[actix_rt::test]
+async fn nsqds_http_port_is_named_as_such_at_once() {
+    let nsqd = TestNsqd::start().unwrap();
+    let http = nsqd.http_addr().to_string();
+    let producer = Producer::builder()
+        .nsqd(&http)
+        .request_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    let err = producer.publish("events", "x").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    match &err {
+        Error::Connect { source, .. } => assert!(
+            matches!(&**source, Error::Protocol(ProtocolError::HttpPort { addr }) if *addr == http),
+            "{err}"
+        ),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("HTTP port"), "{err}");
 }

@@ -28,7 +28,7 @@ use tokio::{
 
 pub use builder::{ProducerBuilder, RetryPolicy};
 
-use self::relay::EventRelay;
+use self::relay::{EventRelay, Health, Healths};
 use crate::{
     conn::{Close, ConnCounters, ConnectionParams, ConnectionStats, NsqdConnection, Ping, Publish},
     error::{BodyError, Error},
@@ -87,7 +87,9 @@ struct Inner {
     retry: RetryPolicy,
     limits: PublishLimits,
     stopped: AtomicBool,
-    connected: Arc<Notify>,
+    /// Notified whenever a connection's health changes.
+    changed: Arc<Notify>,
+    healths: Healths,
     last_error: Arc<Mutex<Option<Error>>>,
     _relay: Addr<EventRelay>,
 }
@@ -124,10 +126,12 @@ impl Producer {
     }
 
     fn start(builder: ProducerBuilder) -> Self {
-        let connected = Arc::new(Notify::new());
+        let changed = Arc::new(Notify::new());
+        let healths: Healths = Arc::new(Mutex::new(vec![Health::Starting; builder.nsqd.len()]));
         let last_error = Arc::new(Mutex::new(None));
         let relay = EventRelay::new(
-            connected.clone(),
+            changed.clone(),
+            healths.clone(),
             last_error.clone(),
             builder.events.clone(),
         )
@@ -166,7 +170,8 @@ impl Producer {
                 retry: builder.retry,
                 limits: builder.connection.publish_limits,
                 stopped: AtomicBool::new(false),
-                connected,
+                changed,
+                healths,
                 last_error,
                 _relay: relay,
             }),
@@ -178,9 +183,11 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::InvalidName`]/[`Error::InvalidBody`] before anything is sent (bad topic, empty
-    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Timeout`], or the
-    /// last connection error (else [`Error::NotConnected`]), when no nsqd could take it in time; [`Error::OutcomeUnknown`]
-    /// when the connection died before nsqd answered; [`Error::Stopped`] after `stop()`.
+    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Connect`] (naming
+    /// the nsqd and the cause) as soon as every nsqd's latest connection attempt has failed;
+    /// [`Error::Timeout`], or the last connection error (else [`Error::NotConnected`]), when
+    /// no nsqd could take it in time; [`Error::OutcomeUnknown`] when the connection died
+    /// before nsqd answered; [`Error::Stopped`] after `stop()`.
     pub async fn publish(
         &self,
         topic: impl IntoTopic,
@@ -316,11 +323,13 @@ impl Producer {
         }
     }
 
-    /// The next connection that is up, round robin; waits for one until `deadline`.
+    /// The next connection that is up, round robin; waits for one until `deadline`, unless
+    /// every connection's latest attempt failed: then the error names the nsqd and the cause
+    /// at once.
     async fn connected_slot(&self, deadline: Instant) -> Result<&Slot, Error> {
         let slots = &self.inner.slots;
         loop {
-            let notified = self.inner.connected.notified();
+            let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let start = self.inner.next.fetch_add(1, Relaxed);
@@ -333,12 +342,30 @@ impl Producer {
             if self.inner.stopped.load(Relaxed) {
                 return Err(Error::Stopped);
             }
+            if let Some(error) = self.all_failed() {
+                return Err(error);
+            }
             if timeout_at(deadline, notified).await.is_err() {
                 // Say why no connection is up, if a connection attempt said so.
                 let last = self.inner.last_error.lock().ok().and_then(|e| e.clone());
                 return Err(last.unwrap_or(Error::NotConnected));
             }
         }
+    }
+
+    /// When no connection can be waited for (each one's latest attempt failed), the most
+    /// recent failure.
+    fn all_failed(&self) -> Option<Error> {
+        let healths = self.inner.healths.lock().ok()?;
+        let all_failed = healths.iter().all(|h| matches!(h, Health::Failed(_)));
+        if !all_failed {
+            return None;
+        }
+        let last = self.inner.last_error.lock().ok().and_then(|e| e.clone());
+        last.or_else(|| match healths.first() {
+            Some(Health::Failed(error)) => Some(error.clone()),
+            _ => None,
+        })
     }
 
     /// Publishes awaiting an answer, across all connections.
