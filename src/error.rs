@@ -214,6 +214,11 @@ pub enum Error {
     /// No connection is up to take the request.
     #[error("not connected to any nsqd")]
     NotConnected,
+    /// `start()` was called outside a running actix `System`, where no actor can run (actix
+    /// would abort the process). Start it inside `#[actix_rt::main]`,
+    /// `actix_rt::System::new().block_on(..)`, an actix-web handler or an actor.
+    #[error("{0} must be started inside a running actix System (e.g. #[actix_rt::main])")]
+    NoActixSystem(&'static str),
     /// The consumer, producer or connection has been stopped.
     #[error("stopped")]
     Stopped,

@@ -102,6 +102,7 @@ mod rdy;
 mod retry;
 #[cfg(feature = "rsmq")]
 pub mod rsmq;
+mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;

@@ -100,3 +100,155 @@ async fn nsqds_http_port_is_named_as_such_at_once() {
     }
     assert!(err.to_string().contains("HTTP port"), "{err}");
 }
+
+// ---- start() outside an actix System (issue 10 item 8) --------------------------------------
+
+/// No runtime at all: each `start()` returns the error (it used to abort the process).
+#[test]
+fn start_outside_a_system_is_an_error_not_an_abort() {
+    let consumer = Consumer::builder("events", "c")
+        .nsqd("127.0.0.1:4150")
+        .handler_fn(|_| async { Ok(()) })
+        .start();
+    assert!(
+        matches!(consumer, Err(Error::NoActixSystem(_))),
+        "{consumer:?}"
+    );
+    let producer = Producer::builder().nsqd("127.0.0.1:4150").start();
+    assert!(
+        matches!(producer, Err(Error::NoActixSystem(_))),
+        "{producer:?}"
+    );
+    // A tokio runtime without actix is not enough either.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let producer = Producer::builder().nsqd("127.0.0.1:4150").start();
+        assert!(
+            matches!(producer, Err(Error::NoActixSystem(_))),
+            "{producer:?}"
+        );
+    });
+}
+
+#[cfg(feature = "rsmq")]
+#[test]
+fn rsmq_consumer_start_outside_a_system_is_an_error() {
+    use actix_nsq::rsmq::{RsmqBuilder, RsmqConsumer};
+
+    let redis = fake_redis::answering();
+    // The client connects on a runtime of its own; the consumer is then started from a
+    // thread that runs no System.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rsmq = tokio
+        .block_on(
+            RsmqBuilder::from_url(&format!("redis://{redis}"))
+                .unwrap()
+                .build(),
+        )
+        .unwrap();
+    let started = RsmqConsumer::builder(rsmq, "jobs")
+        .handler_fn(|_| async { Ok(()) })
+        .start();
+    assert!(
+        matches!(started, Err(Error::NoActixSystem(_))),
+        "{started:?}"
+    );
+}
+
+// ---- Rsmq::connect bounded by connection_timeout (issue 10 item 10) ---------------------------
+
+#[cfg(feature = "rsmq")]
+#[actix_rt::test]
+async fn rsmq_connect_to_a_silent_redis_honours_connection_timeout() {
+    use actix_nsq::rsmq::RsmqBuilder;
+
+    let redis = fake_redis::silent();
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let result = RsmqBuilder::from_url(&format!("redis://{redis}"))
+        .unwrap()
+        .connection_timeout(timeout)
+        .build()
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    // The redis crate's manager alone retries 6 times, each attempt bounded by the timeout:
+    // about 10 s here. The bound holds for the whole connect (plus scheduling slack).
+    assert!(took < timeout * 4, "took {took:?}");
+}
+
+/// Loopback stand-ins for Redis: one that accepts and never answers (a stopped process), one
+/// that answers `+OK` to every command.
+#[cfg(feature = "rsmq")]
+mod fake_redis {
+    use std::{
+        io::{Read, Write},
+        net::{SocketAddr, TcpListener, TcpStream},
+        thread,
+    };
+
+    pub(super) fn silent() -> SocketAddr {
+        serve(|mut stream| {
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        })
+    }
+
+    pub(super) fn answering() -> SocketAddr {
+        serve(|mut stream| {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(used) = command_len(&buf) {
+                    buf.drain(..used);
+                    if stream.write_all(b"+OK\r\n").is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The length of the first complete RESP command (`*N\r\n` then N `$len\r\n...\r\n`).
+    fn command_len(buf: &[u8]) -> Option<usize> {
+        fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+            let end = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+            Some((&buf[at..at + end], at + end + 2))
+        }
+        let (head, mut at) = line(buf, 0)?;
+        let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        for _ in 0..count {
+            let (len, next) = line(buf, at)?;
+            let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?)
+                .ok()?
+                .parse()
+                .ok()?;
+            at = next + len + 2;
+            if buf.len() < at {
+                return None;
+            }
+        }
+        Some(at)
+    }
+
+    fn serve(conn: fn(TcpStream)) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || conn(stream));
+            }
+        });
+        addr
+    }
+}

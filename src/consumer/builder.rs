@@ -290,14 +290,11 @@ impl ConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`] outside a running actix
+    /// `System` (actors need one).
     pub fn start(self) -> Result<Consumer, Error> {
         let (topic, channel) = self.validate()?;
-        Ok(Consumer::start(self, topic, channel))
+        Consumer::start(self, topic, channel)
     }
 
     pub(crate) fn handler_sink(&self) -> HandlerSink {

@@ -98,7 +98,12 @@ impl Consumer {
         ConsumerBuilder::new(topic, channel)
     }
 
-    fn start(builder: ConsumerBuilder, topic: Topic, channel: Channel) -> Self {
+    fn start(
+        builder: ConsumerBuilder,
+        topic: Topic,
+        channel: Channel,
+    ) -> Result<Self, crate::Error> {
+        crate::runtime::ensure_actix_system("a Consumer")?;
         let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
         let stop_timeout = builder.stop_timeout;
         let state = Arc::new(FlowState::default());
@@ -109,14 +114,14 @@ impl Consumer {
             conns.clone(),
             state.clone(),
         );
-        Self {
+        Ok(Self {
             actor: actor.start(),
             conns,
             topic,
             channel,
             stop_timeout,
             state,
-        }
+        })
     }
 
     /// The topic.

@@ -130,13 +130,11 @@ impl ProducerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration.
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// [`Error::Config`] for an invalid configuration; [`Error::NoActixSystem`] outside a
+    /// running actix `System` (actors need one).
     pub fn start(self) -> Result<Producer, Error> {
         self.validate()?;
+        crate::runtime::ensure_actix_system("a Producer")?;
         Ok(Producer::start(self))
     }
 }

@@ -263,13 +263,11 @@ impl RsmqConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`](crate::Error::NoActixSystem)
+    /// outside a running actix `System` (actors need one).
     pub fn start(self) -> Result<RsmqConsumerHandle> {
         self.validate()?;
+        crate::runtime::ensure_actix_system("an RsmqConsumer")?;
         let queue: Arc<str> = Arc::from(self.queue.as_str());
         let counters = Arc::new(Counters::default());
         let addr = RsmqConsumer::new(self, counters.clone()).start();
