@@ -5,11 +5,19 @@
 #[path = "support/consumer.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
 
 use actix_nsq::{
+    protocol::PublishLimits,
     testing::{TestLookupd, TestNsqd},
-    Consumer, ConsumerEvent, Error, Producer, ProtocolError,
+    ConnectionConfig, Consumer, ConsumerEvent, Error, LookupdHttpClient, NsqdHttpClient, Producer,
+    ProtocolError,
 };
 use support::{eventually, Events};
 
@@ -251,4 +259,155 @@ mod fake_redis {
         });
         addr
     }
+}
+
+// ---- secrets (issue 10 item 9) ------------------------------------------------------------
+
+/// A loopback nsqlookupd stand-in that records every request head and answers `/lookup` with
+/// no producers.
+fn recording_lookupd() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            thread::spawn(move || serve_lookup(stream, &seen));
+        }
+    });
+    (addr, heads)
+}
+
+fn serve_lookup(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..end + 4).collect();
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let body = r#"{"channels":[],"producers":[]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nX-NSQ-Content-Type: nsq; version=1.0\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn lookupd_heads(over_http: Option<bool>, lookupd: String) -> Vec<String> {
+    let (addr, heads) = recording_lookupd();
+    let events = Events::default();
+    let mut builder = Consumer::builder("events", "c")
+        .lookupd(lookupd.replace("ADDR", &addr))
+        .connection(ConnectionConfig::new().auth_secret("hunter2"))
+        .events(events.recipient())
+        .handler_fn(|_| async { Ok(()) });
+    if let Some(over_http) = over_http {
+        builder = builder.lookupd_authorization_over_http(over_http);
+    }
+    let consumer = builder.start().unwrap();
+    assert!(eventually(|| events.any(|e| matches!(e, ConsumerEvent::Discovered { .. }))).await);
+    // Whatever names the nsqlookupd in events carries no credentials.
+    for event in events.all() {
+        let text = format!("{event:?}");
+        assert!(!text.contains("pw"), "{text}");
+    }
+    consumer.stop().await;
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.is_empty());
+    heads
+}
+
+#[actix_rt::test]
+async fn the_auth_secret_does_not_go_to_a_plain_http_lookupd() {
+    for head in lookupd_heads(None, "http://ADDR".into()).await {
+        assert!(head.starts_with("GET /lookup?topic=events"), "{head}");
+        assert!(!head.contains("hunter2"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn the_auth_secret_goes_over_plain_http_only_by_opt_in() {
+    let heads = lookupd_heads(Some(true), "http://ADDR".into()).await;
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.contains("\r\nauthorization: Bearer hunter2\r\n")
+                || h.contains("\r\nAuthorization: Bearer hunter2\r\n")),
+        "{heads:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn lookupd_credentials_stay_out_of_events_and_debug() {
+    // lookupd_heads checks the events; the request itself still reaches the server.
+    lookupd_heads(None, "http://user:pw@ADDR".into()).await;
+    let builder = Consumer::builder("events", "c").lookupd("http://user:pw@127.0.0.1:4161");
+    let text = format!("{builder:?}");
+    assert!(
+        !text.contains("pw@") && text.contains("***@127.0.0.1:4161"),
+        "{text}"
+    );
+    let client = LookupdHttpClient::new("http://user:pw@127.0.0.1:4161").unwrap();
+    let text = format!("{client:?}");
+    assert!(
+        !text.contains("pw@") && text.contains("***@127.0.0.1:4161"),
+        "{text}"
+    );
+    let builder = LookupdHttpClient::builder("http://user:pw@127.0.0.1:4161");
+    assert!(!format!("{builder:?}").contains("pw@"));
+    let nsqd = NsqdHttpClient::new("http://user:pw@127.0.0.1:4151").unwrap();
+    assert!(!format!("{nsqd:?}").contains("pw@"));
+}
+
+#[test]
+fn values_nsqd_would_refuse_forever_are_refused_up_front() {
+    let field = |r: Result<(), Error>| match r {
+        Err(Error::Config { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let producer = || Producer::builder().nsqd("127.0.0.1:4150");
+    // nsqd refuses an IDENTIFY body over --max-body-size, on every attempt.
+    let huge = ConnectionConfig::new().client_id("x".repeat(10 << 20));
+    assert_eq!(field(producer().connection(huge).validate()), "client_id");
+    let swapped = ConnectionConfig::new().publish_limits(5 << 20, 1 << 20);
+    assert_eq!(
+        field(producer().connection(swapped).validate()),
+        "publish_limits"
+    );
+    assert_eq!(
+        field(producer().max_defer(Duration::MAX).validate()),
+        "max_defer"
+    );
+    let silent = ConnectionConfig::new().heartbeat_interval(None);
+    assert_eq!(
+        field(producer().connection(silent).validate()),
+        "heartbeat_interval"
+    );
+    producer().validate().unwrap();
+    let http = NsqdHttpClient::builder("127.0.0.1:4151")
+        .publish_limits(PublishLimits {
+            max_msg_size: 10,
+            max_body_size: 5,
+        })
+        .build();
+    assert!(matches!(
+        http,
+        Err(Error::Config {
+            field: "publish_limits",
+            ..
+        })
+    ));
 }

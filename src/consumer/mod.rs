@@ -99,11 +99,18 @@ impl Consumer {
     }
 
     fn start(
-        builder: ConsumerBuilder,
+        mut builder: ConsumerBuilder,
         topic: Topic,
         channel: Channel,
     ) -> Result<Self, crate::Error> {
         crate::runtime::ensure_actix_system("a Consumer")?;
+        // The plain-http opt-in travels with the secret to the lookupd discoverer.
+        let over_http = builder.lookupd_authorization_over_http;
+        builder.connection.auth_secret = builder
+            .connection
+            .auth_secret
+            .take()
+            .map(|s| s.allow_lookupd_plain_http(over_http));
         let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
         let stop_timeout = builder.stop_timeout;
         let state = Arc::new(FlowState::default());

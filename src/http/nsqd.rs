@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 
 use super::{
-    endpoint::{Endpoint, HttpSettings, Method},
+    endpoint::{redact_credentials, Endpoint, HttpSettings, Method},
     mpub::{encode_binary, encode_lines, MpubMode},
     stats::{NsqdInfo, NsqdStats},
 };
@@ -143,9 +143,33 @@ impl NsqdHttpClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]` or a
-    /// zero timeout or size; [`Error::Tls`] when the TLS settings cannot be built.
+    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]`, a
+    /// zero timeout or size, publish limits with the message limit above the body limit, or
+    /// a `max_defer` nsqd cannot represent; [`Error::Tls`] when the TLS settings cannot be
+    /// built.
     pub fn build(self) -> Result<NsqdHttpClient, Error> {
+        let PublishLimits {
+            max_msg_size,
+            max_body_size,
+        } = self.limits;
+        if max_msg_size == 0 || max_body_size == 0 {
+            return Err(Error::config(
+                "publish_limits",
+                "limits must be greater than zero",
+            ));
+        }
+        if max_msg_size > max_body_size {
+            return Err(Error::config(
+                "publish_limits",
+                format!(
+                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
+                ),
+            ));
+        }
+        // nsqd reads the defer as int64 milliseconds, then int64 nanoseconds (http.go doPUB).
+        if self.max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
+            return Err(Error::config("max_defer", "must be at most 292 years"));
+        }
         Ok(NsqdHttpClient {
             endpoint: Endpoint::new(&self.base_url, self.settings, "nsqd HTTP request")?,
             limits: self.limits,
@@ -163,7 +187,7 @@ impl fmt::Debug for NsqdHttpClientBuilder {
             max_defer,
         } = self;
         f.debug_struct("NsqdHttpClientBuilder")
-            .field("base_url", base_url)
+            .field("base_url", &redact_credentials(base_url))
             .field("settings", settings)
             .field("limits", limits)
             .field("max_defer", max_defer)
@@ -205,7 +229,7 @@ pub struct NsqdHttpClient {
 impl fmt::Debug for NsqdHttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NsqdHttpClient")
-            .field("base_url", &self.endpoint.base())
+            .field("base_url", &redact_credentials(self.endpoint.base()))
             .finish_non_exhaustive()
     }
 }

@@ -42,7 +42,14 @@ pub(crate) fn lookup_url(addr: &str, topic: &Topic) -> Result<String, String> {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    if authority.contains('@') {
+        // Only the host and port: the credentials must not reach errors or logs.
+        let shown = crate::http::redact_credentials(addr);
+        crate::conn::validate_addr(authority.rsplit('@').next().unwrap_or_default())
+            .map_err(|_| format!("nsqlookupd address {shown:?} is not [scheme://]host:port"))?;
+    } else {
+        crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    }
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -100,9 +107,9 @@ impl LookupdDiscoverer {
             .lookupd
             .iter()
             .filter_map(|addr| {
-                lookup_url(addr, &config.topic)
-                    .ok()
-                    .map(|url| (addr.clone(), url))
+                // Named by its redacted address in events and logs.
+                let name = crate::http::redact_credentials(addr).into_owned();
+                lookup_url(addr, &config.topic).ok().map(|url| (name, url))
             })
             .collect();
         Self {
@@ -137,16 +144,22 @@ impl LookupdDiscoverer {
         let tries: Vec<(String, String)> = (0..TRIES.min(self.urls.len()).max(1))
             .map(|i| self.urls[(start + i) % self.urls.len()].clone())
             .collect();
-        let bearer = self
-            .config
-            .authorization
-            .as_ref()
-            .map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
+        let secret = self.config.authorization.as_ref();
+        let bearer = secret.map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
+        // The secret goes in clear over plain http: only over https, unless the user opted in
+        // (ConsumerBuilder::lookupd_authorization_over_http).
+        let plain_http_ok = secret.is_some_and(Secret::lookupd_plain_http);
         let timeout = self.config.poll_timeout;
+        let secret_set = secret.is_some();
         let fut = async move {
             let mut last = None;
             for (lookupd, url) in tries {
-                match lookup(&client, &url, bearer.as_deref(), timeout).await {
+                let bearer = bearer_for(&url, bearer.as_deref(), plain_http_ok);
+                if bearer.is_none() && secret_set {
+                    tracing::debug!(lookupd = %lookupd,
+                        "AUTH secret not sent to nsqlookupd over plain http");
+                }
+                match lookup(&client, &url, bearer, timeout).await {
                     Ok((nsqd, skipped)) if skipped.is_empty() => {
                         return vec![Discovered::Producers { lookupd, nsqd }]
                     }
@@ -184,6 +197,12 @@ impl LookupdDiscoverer {
             }
         }));
     }
+}
+
+/// The `Authorization` value for `url`: over https, or over plain http only when the user
+/// opted in (a bearer token in clear is anyone's on the path).
+fn bearer_for<'a>(url: &str, bearer: Option<&'a str>, plain_http_ok: bool) -> Option<&'a str> {
+    bearer.filter(|_| plain_http_ok || url.starts_with("https://"))
 }
 
 /// One lookup: the `host:port` of every nsqd listed, de-duplicated, and the entries skipped
@@ -284,6 +303,26 @@ impl Handler<Requery> for LookupdDiscoverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_goes_over_https_or_by_opt_in() {
+        let b = Some("Bearer s");
+        assert_eq!(bearer_for("https://h:1/lookup", b, false), b);
+        assert_eq!(bearer_for("http://h:1/lookup", b, false), None);
+        assert_eq!(bearer_for("http://h:1/lookup", b, true), b);
+        assert_eq!(bearer_for("https://h:1/lookup", None, true), None);
+    }
+
+    #[test]
+    fn credentials_in_an_address_stay_out_of_errors() {
+        let t = Topic::new("events").unwrap();
+        let err = lookup_url("http://user:hunter2@h:99999", &t).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(
+            lookup_url("http://user:hunter2@h:1", &t).unwrap(),
+            "http://user:hunter2@h:1/lookup?topic=events"
+        );
+    }
 
     #[test]
     fn builds_urls_like_go_nsq() {

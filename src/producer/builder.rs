@@ -121,6 +121,25 @@ impl ProducerBuilder {
                 "must be greater than zero",
             ));
         }
+        // nsqd reads the DPUB delay as int64 milliseconds and multiplies it into int64
+        // nanoseconds (v1.3.0 protocol_v2.go:882-888): past that it overflows.
+        if self.max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
+            return Err(Error::config(
+                "max_defer",
+                "must be at most 292 years (nsqd computes the delay in int64 nanoseconds)",
+            ));
+        }
+        // Without heartbeats nothing proves the link alive: a producer only writes, so a
+        // half-open connection (peer gone without FIN/RST) would swallow every publish until
+        // request_timeout, for as long as TCP takes to give up (~15 min on Linux). nsqd
+        // allows it; we refuse it rather than offer a setting that turns a dead nsqd into a
+        // silent black hole.
+        if self.connection.heartbeat().is_none() {
+            return Err(Error::config(
+                "heartbeat_interval",
+                "a producer needs heartbeats to notice a dead link; use Some(1 s..=60 s)",
+            ));
+        }
         self.connection.validate()
     }
 

@@ -47,16 +47,33 @@ const READ_SIZE: usize = 4096;
 /// assert_eq!(format!("{secret:?}"), "***");
 /// ```
 #[derive(Clone)]
-pub struct Secret(Bytes);
+pub struct Secret {
+    secret: Bytes,
+    /// May go to nsqlookupd over plain http (an explicit opt-in; https only by default).
+    lookupd_plain_http: bool,
+}
 
 impl Secret {
     /// Wraps the secret as given to nsqd's auth server (`--auth-http-address`).
     pub fn new(secret: impl Into<Bytes>) -> Self {
-        Self(secret.into())
+        Self {
+            secret: secret.into(),
+            lookupd_plain_http: false,
+        }
     }
 
     pub(crate) fn expose(&self) -> &Bytes {
-        &self.0
+        &self.secret
+    }
+
+    /// Carried with the secret so that it reaches the lookupd discoverer with it.
+    pub(crate) fn allow_lookupd_plain_http(mut self, allowed: bool) -> Self {
+        self.lookupd_plain_http = allowed;
+        self
+    }
+
+    pub(crate) fn lookupd_plain_http(&self) -> bool {
+        self.lookupd_plain_http
     }
 }
 
