@@ -16,8 +16,8 @@ use std::{
 use actix_nsq::{
     protocol::PublishLimits,
     testing::{TestLookupd, TestNsqd},
-    ConnectionConfig, Consumer, ConsumerEvent, Error, LookupdHttpClient, NsqdHttpClient, Producer,
-    ProtocolError,
+    BodyError, ConnectionConfig, Consumer, ConsumerEvent, Error, LookupdHttpClient, NsqdHttpClient,
+    Producer, ProtocolError,
 };
 use support::{eventually, Events};
 
@@ -410,4 +410,76 @@ fn values_nsqd_would_refuse_forever_are_refused_up_front() {
             ..
         })
     ));
+}
+
+// ---- the server's limits (issue 10 item 6) --------------------------------------------------
+
+fn count(nsqd: &TestNsqd, line: &str) -> usize {
+    nsqd.commands().iter().filter(|c| c.line == line).count()
+}
+
+#[actix_rt::test]
+async fn a_limit_nsqd_stated_is_checked_before_the_next_publish() {
+    // The producer believes nsqd's defaults (1 MiB / 5 MiB); this nsqd says otherwise.
+    let nsqd = TestNsqd::builder()
+        .max_msg_size(100)
+        .max_body_size(500)
+        .start()
+        .unwrap();
+    let producer =
+        Producer::builder()
+            .nsqd(nsqd.addr().to_string())
+            .connection(ConnectionConfig::new().reconnect(
+                actix_nsq::ReconnectPolicy::new().initial_delay(Duration::from_millis(20)),
+            ))
+            .start()
+            .unwrap();
+    producer.publish("events", "small").await.unwrap();
+    // The first one is unavoidable: nsqd's refusal is fatal and costs the connection.
+    let err = producer
+        .publish("events", vec![b'x'; 200])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Server(_)), "{err}");
+    assert!(err.to_string().contains("200 > 100"), "{err}");
+    // The second is refused before writing, naming the limit.
+    let err = producer
+        .publish("events", vec![b'x'; 200])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidBody(BodyError::TooLarge {
+                size: 200,
+                max: 100
+            })
+        ),
+        "{err}"
+    );
+    let err = producer
+        .deferred_publish("events", Duration::from_secs(1), vec![b'x'; 101])
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    // MPUB bodies: the same for --max-body-size.
+    let batch = || (0..6).map(|_| vec![b'y'; 90]).collect::<Vec<_>>();
+    let err = producer.multi_publish("events", batch()).await.unwrap_err();
+    assert!(err.to_string().contains("> 500"), "{err}");
+    let err = producer.multi_publish("events", batch()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidBody(BodyError::BatchTooLarge { max: 500, .. })
+        ),
+        "{err}"
+    );
+    producer.publish("events", "still fine").await.unwrap();
+    // Two refusals reached nsqd (one per limit), each costing one connection; the refused
+    // ones before writing cost nothing.
+    assert_eq!(count(&nsqd, "PUB events"), 3, "{:?}", nsqd.commands());
+    assert_eq!(count(&nsqd, "DPUB events 1000"), 0);
+    assert_eq!(count(&nsqd, "MPUB events"), 1);
+    assert_eq!(count(&nsqd, "IDENTIFY"), 3);
+    assert_eq!(nsqd.topic_depth("events"), 2);
 }

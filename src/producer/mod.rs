@@ -9,6 +9,7 @@
 //! [`RetryPolicy::AcceptDuplicates`].
 
 mod builder;
+mod limits;
 mod relay;
 
 use std::{
@@ -28,7 +29,10 @@ use tokio::{
 
 pub use builder::{ProducerBuilder, RetryPolicy};
 
-use self::relay::{EventRelay, Health, Healths};
+use self::{
+    limits::ServerLimits,
+    relay::{EventRelay, Health, Healths},
+};
 use crate::{
     conn::{Close, ConnCounters, ConnectionParams, ConnectionStats, NsqdConnection, Ping, Publish},
     error::{BodyError, Error},
@@ -76,6 +80,8 @@ struct Slot {
     actor: Addr<NsqdConnection>,
     counters: Arc<ConnCounters>,
     permits: Arc<Semaphore>,
+    /// This nsqd's publish limits, lowered by what its errors said.
+    limits: ServerLimits,
 }
 
 struct Inner {
@@ -157,6 +163,7 @@ impl Producer {
                     actor,
                     counters,
                     permits: Arc::new(Semaphore::new(builder.max_outstanding)),
+                    limits: ServerLimits::new(builder.connection.publish_limits),
                 }
             })
             .collect();
@@ -253,7 +260,7 @@ impl Producer {
     /// [`Error::NotConnected`] / [`Error::Timeout`] when no connection came up in time.
     pub async fn ping(&self) -> Result<(), Error> {
         let deadline = Instant::now() + self.inner.request_timeout;
-        let slot = self.connected_slot(deadline).await?;
+        let slot = self.connected_slot(deadline, &Command::Nop).await?;
         slot.actor.send(Ping).await.map_err(mailbox)?
     }
 
@@ -298,7 +305,7 @@ impl Producer {
             RetryPolicy::AcceptDuplicates { attempts } => attempts,
         };
         loop {
-            let slot = self.connected_slot(deadline).await?;
+            let slot = self.connected_slot(deadline, &command).await?;
             let permit = timeout_at(deadline, slot.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| Error::Timeout("waiting for a publish slot"))?
@@ -318,7 +325,24 @@ impl Producer {
                     retries -= 1;
                     tracing::debug!(%error, retries, "retrying publish; it may be duplicated");
                 }
-                Ok(Ok(Err(error))) => return Err(error),
+                Ok(Ok(Err(error))) => {
+                    self.learn_limit(slot, &error);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// After nsqd refused a publish as too big (fatal: it cost the connection), remembers the
+    /// limit it stated so that the next such publish is refused before it is written.
+    fn learn_limit(&self, slot: &Slot, error: &Error) {
+        let Error::Server(server_error) = error else {
+            return;
+        };
+        if let Some(learned) = limits::learn(server_error) {
+            if slot.limits.lower(learned) {
+                tracing::warn!(nsqd = %slot.addr, ?learned, limits = ?slot.limits.get(),
+                    "nsqd refused a publish as too big; its limit is now checked before writing");
             }
         }
     }
@@ -326,18 +350,40 @@ impl Producer {
     /// The next connection that is up, round robin; waits for one until `deadline`, unless
     /// every connection's latest attempt failed: then the error names the nsqd and the cause
     /// at once.
-    async fn connected_slot(&self, deadline: Instant) -> Result<&Slot, Error> {
+    ///
+    /// Connections whose nsqd is known to refuse `command` as too big are passed over; when
+    /// every connection that is up would refuse it, so does this (nothing is written).
+    async fn connected_slot(&self, deadline: Instant, command: &Command) -> Result<&Slot, Error> {
         let slots = &self.inner.slots;
+        // Refused everywhere, up or not: no need to wait for a connection to say so.
+        if let Some(Err(error)) = slots
+            .iter()
+            .map(|s| s.limits.check(command))
+            .reduce(|a, b| a.or(b))
+        {
+            return Err(error);
+        }
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let start = self.inner.next.fetch_add(1, Relaxed);
+            let mut refused = None;
             let up = (0..slots.len())
                 .map(|i| &slots[(start + i) % slots.len()])
-                .find(|s| s.counters.connected.load(Relaxed));
+                .filter(|s| s.counters.connected.load(Relaxed))
+                .find(|s| match s.limits.check(command) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        refused.get_or_insert(error);
+                        false
+                    }
+                });
             if let Some(slot) = up {
                 return Ok(slot);
+            }
+            if let Some(error) = refused {
+                return Err(error);
             }
             if self.inner.stopped.load(Relaxed) {
                 return Err(Error::Stopped);
