@@ -483,3 +483,58 @@ async fn a_limit_nsqd_stated_is_checked_before_the_next_publish() {
     assert_eq!(count(&nsqd, "IDENTIFY"), 3);
     assert_eq!(nsqd.topic_depth("events"), 2);
 }
+
+#[actix_rt::test]
+async fn limits_are_read_from_nsqds_http_api_before_any_refusal() {
+    let nsqd = TestNsqd::builder()
+        .max_msg_size(100)
+        .max_body_size(500)
+        .start()
+        .unwrap();
+    let producer = Producer::builder()
+        .nsqd_with_http(nsqd.addr().to_string(), nsqd.http_url())
+        .start()
+        .unwrap();
+    producer.publish("events", "small").await.unwrap();
+    let learned = PublishLimits {
+        max_msg_size: 100,
+        max_body_size: 500,
+    };
+    assert!(eventually(|| producer.publish_limits()[0].1 == learned).await);
+    let err = producer
+        .publish("events", vec![b'x'; 200])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidBody(BodyError::TooLarge {
+                size: 200,
+                max: 100
+            })
+        ),
+        "{err}"
+    );
+    // Nothing oversized was written: one connection, one PUB.
+    assert_eq!(count(&nsqd, "PUB events"), 1);
+    // No refusal taught it: the limits came from /config.
+    assert_eq!(count(&nsqd, "IDENTIFY"), 1);
+}
+
+#[test]
+fn an_nsqd_http_address_is_checked() {
+    let err = Producer::builder()
+        .nsqd_with_http("127.0.0.1:4150", "ftp://127.0.0.1:4151")
+        .validate()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                field: "nsqd_http",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

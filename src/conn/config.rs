@@ -209,26 +209,8 @@ impl ConnectionConfig {
                 "must be at least 1024 bytes",
             ));
         }
-        let PublishLimits {
-            max_msg_size,
-            max_body_size,
-        } = self.publish_limits;
-        if max_msg_size == 0 || max_body_size == 0 {
-            return Err(Error::config(
-                "publish_limits",
-                "limits must be greater than zero",
-            ));
-        }
-        if max_msg_size > max_body_size {
-            // Swapped arguments, most likely: nsqd's defaults are 1 MiB and 5 MiB, and a
-            // message it accepts must also fit in an MPUB body.
-            return Err(Error::config(
-                "publish_limits",
-                format!(
-                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
-                ),
-            ));
-        }
+        Self::validate_publish_limits(self.publish_limits)?;
+        let max_body_size = self.publish_limits.max_body_size;
         Self::check_body_sizes(&identify, self.auth_secret.as_ref(), max_body_size)?;
         self.reconnect.validate()?;
         Ok(())
@@ -279,6 +261,44 @@ impl ConnectionConfig {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Checks publish limits: both set, and the message limit within the body limit (swapped
+    /// arguments, most likely: nsqd's defaults are 1 MiB and 5 MiB, and a message it accepts
+    /// must also fit in an MPUB body).
+    pub(crate) fn validate_publish_limits(limits: PublishLimits) -> Result<(), Error> {
+        let PublishLimits {
+            max_msg_size,
+            max_body_size,
+        } = limits;
+        if max_msg_size == 0 || max_body_size == 0 {
+            return Err(Error::config(
+                "publish_limits",
+                "limits must be greater than zero",
+            ));
+        }
+        if max_msg_size > max_body_size {
+            return Err(Error::config(
+                "publish_limits",
+                format!(
+                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a DPUB/`defer` bound: nsqd reads the delay as int64 milliseconds and multiplies it
+    /// into int64 nanoseconds (v1.3.0 `protocol_v2.go:882-888`, `http.go:236-244`); past that it
+    /// overflows.
+    pub(crate) fn validate_max_defer(max_defer: Duration) -> Result<(), Error> {
+        if max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
+            return Err(Error::config(
+                "max_defer",
+                "must be at most 292 years (nsqd computes the delay in int64 nanoseconds)",
+            ));
+        }
+        Ok(())
     }
 
     fn apply_features(&self, identify: &mut IdentifyRequest) {

@@ -34,4 +34,4 @@ pub use stats::{
 
 pub use crate::lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 
-pub(crate) use endpoint::redact_credentials;
+pub(crate) use endpoint::{base_url as endpoint_base_url, redact_credentials};

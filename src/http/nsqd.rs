@@ -148,28 +148,8 @@ impl NsqdHttpClientBuilder {
     /// a `max_defer` nsqd cannot represent; [`Error::Tls`] when the TLS settings cannot be
     /// built.
     pub fn build(self) -> Result<NsqdHttpClient, Error> {
-        let PublishLimits {
-            max_msg_size,
-            max_body_size,
-        } = self.limits;
-        if max_msg_size == 0 || max_body_size == 0 {
-            return Err(Error::config(
-                "publish_limits",
-                "limits must be greater than zero",
-            ));
-        }
-        if max_msg_size > max_body_size {
-            return Err(Error::config(
-                "publish_limits",
-                format!(
-                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
-                ),
-            ));
-        }
-        // nsqd reads the defer as int64 milliseconds, then int64 nanoseconds (http.go doPUB).
-        if self.max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
-            return Err(Error::config("max_defer", "must be at most 292 years"));
-        }
+        crate::ConnectionConfig::validate_publish_limits(self.limits)?;
+        crate::ConnectionConfig::validate_max_defer(self.max_defer)?;
         Ok(NsqdHttpClient {
             endpoint: Endpoint::new(&self.base_url, self.settings, "nsqd HTTP request")?,
             limits: self.limits,

@@ -5,7 +5,10 @@
 //! (`nsqd/protocol_v2.go`): `E_BAD_MESSAGE PUB message too big 200 > 100` (:790), `DPUB
 //! message too big` (:906), `MPUB message too big` (:987) and `E_BAD_BODY MPUB body too big
 //! 600 > 500` (:846). The first oversized publish costs the connection; remembering the limit
-//! makes the producer refuse the next one before writing it.
+//! makes the producer refuse the next one before writing it. Where the nsqd's HTTP address
+//! is known ([`ProducerBuilder::nsqd_with_http`](super::ProducerBuilder::nsqd_with_http)),
+//! the limits are read from its `/config/max_msg_size` and `/config/max_body_size` (nsqd
+//! `http.go` `doConfig`) every time the connection comes up, before any refusal.
 
 use std::sync::Mutex;
 
@@ -42,17 +45,35 @@ pub(crate) fn learn(error: &ServerError) -> Option<Learned> {
     (max > 0).then(|| kind(max))
 }
 
-/// One nsqd's limits: the configured ones, lowered by what it said in its errors.
+/// One nsqd's limits: the configured ones, lowered by what it said in its errors or in its
+/// HTTP `/config`.
 #[derive(Debug)]
-pub(crate) struct ServerLimits(Mutex<PublishLimits>);
+pub(crate) struct ServerLimits {
+    configured: PublishLimits,
+    current: Mutex<PublishLimits>,
+}
 
 impl ServerLimits {
     pub(crate) fn new(configured: PublishLimits) -> Self {
-        Self(Mutex::new(configured))
+        Self {
+            configured,
+            current: Mutex::new(configured),
+        }
     }
 
     pub(crate) fn get(&self) -> PublishLimits {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What nsqd's `/config/max_msg_size` and `/config/max_body_size` answered: they replace
+    /// what was learned before (an nsqd restarted with other flags), capped by the configured
+    /// limits, which the connection's encoder enforces anyway.
+    pub(crate) fn set_from_server(&self, max_msg_size: usize, max_body_size: usize) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *current = PublishLimits {
+            max_msg_size: max_msg_size.clamp(1, self.configured.max_msg_size),
+            max_body_size: max_body_size.clamp(1, self.configured.max_body_size),
+        };
     }
 
     /// Checks `command` against the limits known for this nsqd.
@@ -63,7 +84,7 @@ impl ServerLimits {
     /// Lowers a limit (never raises one: the configured limits stay an upper bound). True
     /// when something changed.
     pub(crate) fn lower(&self, learned: Learned) -> bool {
-        let mut limits = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limits = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let slot = match learned {
             Learned::MaxMsgSize(_) => &mut limits.max_msg_size,
             Learned::MaxBodySize(_) => &mut limits.max_body_size,
@@ -75,6 +96,23 @@ impl ServerLimits {
         }
         false
     }
+}
+
+/// Reads `--max-msg-size` and `--max-body-size` from nsqd's HTTP API.
+pub(crate) async fn fetch(http: &str) -> Result<(usize, usize), Error> {
+    let client = crate::http::NsqdHttpClient::new(http)?;
+    let number = |value: serde_json::Value, opt: &str| {
+        value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Error::Http {
+                status: 200,
+                message: format!("/config/{opt} answered {value}, not a size"),
+            })
+    };
+    let msg = number(client.config_get("max_msg_size").await?, "max_msg_size")?;
+    let body = number(client.config_get("max_body_size").await?, "max_body_size")?;
+    Ok((msg, body))
 }
 
 #[cfg(test)]
@@ -148,6 +186,15 @@ mod tests {
             PublishLimits {
                 max_msg_size: 100,
                 max_body_size: 1000
+            }
+        );
+        // The server's own answer replaces what was learned, within the configured bounds.
+        limits.set_from_server(200, 50 << 20);
+        assert_eq!(
+            limits.get(),
+            PublishLimits {
+                max_msg_size: 200,
+                max_body_size: 5 << 20
             }
         );
     }

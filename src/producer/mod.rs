@@ -80,8 +80,8 @@ struct Slot {
     actor: Addr<NsqdConnection>,
     counters: Arc<ConnCounters>,
     permits: Arc<Semaphore>,
-    /// This nsqd's publish limits, lowered by what its errors said.
-    limits: ServerLimits,
+    /// This nsqd's publish limits, lowered by what its errors or its HTTP API said.
+    limits: Arc<ServerLimits>,
 }
 
 struct Inner {
@@ -135,12 +135,24 @@ impl Producer {
         let changed = Arc::new(Notify::new());
         let healths: Healths = Arc::new(Mutex::new(vec![Health::Starting; builder.nsqd.len()]));
         let last_error = Arc::new(Mutex::new(None));
+        let limits: Vec<Arc<ServerLimits>> = builder
+            .nsqd
+            .iter()
+            .map(|_| Arc::new(ServerLimits::new(builder.connection.publish_limits)))
+            .collect();
+        let learn_from: Vec<_> = builder
+            .nsqd_http
+            .iter()
+            .cloned()
+            .zip(limits.iter().cloned())
+            .collect();
         let relay = EventRelay::new(
             changed.clone(),
             healths.clone(),
             last_error.clone(),
             builder.events.clone(),
         )
+        .learn_limits_from(learn_from)
         .start();
         let config = Arc::new(builder.connection.clone());
         let slots = builder
@@ -163,7 +175,7 @@ impl Producer {
                     actor,
                     counters,
                     permits: Arc::new(Semaphore::new(builder.max_outstanding)),
-                    limits: ServerLimits::new(builder.connection.publish_limits),
+                    limits: limits[id].clone(),
                 }
             })
             .collect();
@@ -412,6 +424,17 @@ impl Producer {
             Some(Health::Failed(error)) => Some(error.clone()),
             _ => None,
         })
+    }
+
+    /// The publish limits checked before writing, per nsqd: the configured ones, lowered by
+    /// what each nsqd stated (in a "too big" refusal, or in its HTTP `/config` when its
+    /// address was given with [`ProducerBuilder::nsqd_with_http`]).
+    pub fn publish_limits(&self) -> Vec<(String, PublishLimits)> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| (s.addr.to_string(), s.limits.get()))
+            .collect()
     }
 
     /// Publishes awaiting an answer, across all connections.

@@ -3,9 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix::{Actor, Context, Handler, Recipient};
+use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Recipient};
 use tokio::sync::Notify;
 
+use super::limits::{self, ServerLimits};
 use crate::{conn::ConnectionEvent, error::Error};
 
 /// What a publish that finds no connection up needs to know about one connection.
@@ -31,6 +32,8 @@ pub(super) struct EventRelay {
     healths: Healths,
     last_error: Arc<Mutex<Option<Error>>>,
     forward: Option<Recipient<ConnectionEvent>>,
+    /// Per connection id: the nsqd's HTTP address, if known, and its limits to update.
+    learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
 }
 
 impl EventRelay {
@@ -45,7 +48,40 @@ impl EventRelay {
             healths,
             last_error,
             forward,
+            learn_from: Vec::new(),
         }
+    }
+
+    pub(super) fn learn_limits_from(
+        mut self,
+        learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
+    ) -> Self {
+        self.learn_from = learn_from;
+        self
+    }
+
+    /// Reads the nsqd's limits from its HTTP API (if its address is known): every time the
+    /// connection comes up, as nsqd may have restarted with other flags.
+    fn learn_limits(&self, id: u64, addr: &str, ctx: &mut Context<Self>) {
+        let entry = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.learn_from.get(i));
+        let Some((Some(http), limits)) = entry.cloned() else {
+            return;
+        };
+        let addr = addr.to_owned();
+        ctx.spawn(wrap_future(async move {
+            match limits::fetch(&http).await {
+                Ok((msg, body)) => {
+                    limits.set_from_server(msg, body);
+                    tracing::debug!(nsqd = %addr, max_msg_size = msg, max_body_size = body,
+                        "read nsqd's publish limits from its HTTP API");
+                }
+                // Not fatal: its "too big" errors still teach the limits.
+                Err(error) => tracing::warn!(nsqd = %addr, %error,
+                    "could not read nsqd's publish limits from its HTTP API"),
+            }
+        }));
     }
 
     fn set(&self, id: u64, health: Health) {
@@ -73,11 +109,12 @@ impl Actor for EventRelay {
 impl Handler<ConnectionEvent> for EventRelay {
     type Result = ();
 
-    fn handle(&mut self, event: ConnectionEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, event: ConnectionEvent, ctx: &mut Context<Self>) {
         match &event {
-            ConnectionEvent::Connected { id, .. } => {
+            ConnectionEvent::Connected { id, addr, .. } => {
                 self.set(*id, Health::Up);
                 self.changed.notify_waiters();
+                self.learn_limits(*id, addr, ctx);
             }
             ConnectionEvent::Disconnected {
                 id, addr, error, ..
