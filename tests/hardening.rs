@@ -538,3 +538,24 @@ fn an_nsqd_http_address_is_checked() {
         "{err}"
     );
 }
+
+#[actix_rt::test]
+async fn the_lookupd_http_client_keeps_the_good_entries_too() {
+    let lookupd = TestLookupd::start().unwrap();
+    lookupd.set_lookup_answer(Some(
+        r#"{"channels":["c"],"producers":[{"broadcast_address":"h","tcp_port":"4150"},
+        {"broadcast_address":"h","tcp_port":4150,"http_port":4151}]}"#
+            .into(),
+    ));
+    let http = LookupdHttpClient::new(lookupd.url()).unwrap();
+    let answer = http.lookup("events").await.unwrap();
+    assert_eq!(answer.channels, ["c"]);
+    assert_eq!(answer.producers.len(), 1);
+    assert_eq!(answer.producers[0].tcp_address().as_deref(), Some("h:4150"));
+    assert_eq!(answer.skipped.len(), 1);
+    assert!(
+        answer.skipped[0].reason.starts_with("tcp_port"),
+        "{:?}",
+        answer.skipped
+    );
+}

@@ -183,7 +183,9 @@ impl LookupdHttpClient {
 
     /// `GET /lookup?topic=`: the topic's channels and the active, untombstoned nsqd that have
     /// it. A topic nsqlookupd has never heard of (`404 TOPIC_NOT_FOUND`) gives an empty
-    /// answer, not an error: to a consumer it means "no producers yet".
+    /// answer, not an error: to a consumer it means "no producers yet". An entry that cannot
+    /// be connected to (a `tcp_port` that is not a port, ...) does not spoil the answer: it is
+    /// listed in [`LookupResponse::skipped`] with the reason.
     ///
     /// # Errors
     ///
