@@ -191,6 +191,32 @@ async fn rsmq_connect_to_a_silent_redis_honours_connection_timeout() {
     assert!(took < timeout * 4, "took {took:?}");
 }
 
+#[cfg(feature = "rsmq")]
+#[actix_rt::test]
+async fn rsmq_realtime_subscription_to_a_silent_redis_honours_connection_timeout() {
+    use actix_nsq::rsmq::RsmqBuilder;
+
+    // The client's own connection is answered; the subscription's connection is not.
+    let redis = fake_redis::answering_then_silent();
+    let timeout = Duration::from_millis(500);
+    let rsmq = RsmqBuilder::from_url(&format!("redis://{redis}"))
+        .unwrap()
+        .connection_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let subscribed = tokio::time::timeout(Duration::from_secs(20), rsmq.subscribe("jobs")).await;
+    let took = started.elapsed();
+    let result = subscribed.expect("subscribe hung on a silent Redis");
+    assert!(
+        matches!(result, Err(Error::Timeout(_))),
+        "{:?}",
+        result.err()
+    );
+    assert!(took < timeout * 4, "took {took:?}");
+}
+
 /// Loopback stand-ins for Redis: one that accepts and never answers (a stopped process), one
 /// that answers `+OK` to every command.
 #[cfg(feature = "rsmq")]
@@ -202,26 +228,44 @@ mod fake_redis {
     };
 
     pub(super) fn silent() -> SocketAddr {
-        serve(|mut stream| {
-            let mut sink = [0u8; 1024];
-            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-        })
+        serve(swallow)
     }
 
     pub(super) fn answering() -> SocketAddr {
-        serve(|mut stream| {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = stream.read(&mut chunk) {
-                buf.extend_from_slice(&chunk[..n]);
-                while let Some(used) = command_len(&buf) {
-                    buf.drain(..used);
-                    if stream.write_all(b"+OK\r\n").is_err() {
-                        return;
-                    }
+        serve(answer)
+    }
+
+    /// Answers on its first connection, then stands still on every later one.
+    pub(super) fn answering_then_silent() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for (i, stream) in listener.incoming().flatten().enumerate() {
+                let conn: fn(TcpStream) = if i == 0 { answer } else { swallow };
+                thread::spawn(move || conn(stream));
+            }
+        });
+        addr
+    }
+
+    fn swallow(mut stream: TcpStream) {
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    /// `+OK` to every command.
+    fn answer(mut stream: TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(used) = command_len(&buf) {
+                buf.drain(..used);
+                if stream.write_all(b"+OK\r\n").is_err() {
+                    return;
                 }
             }
-        })
+        }
     }
 
     /// The length of the first complete RESP command (`*N\r\n` then N `$len\r\n...\r\n`).

@@ -133,6 +133,7 @@ impl RsmqBuilder {
             client,
             prefix: Arc::from(format!("{namespace}:")),
             realtime,
+            connection_timeout,
         })
     }
 }
@@ -168,6 +169,8 @@ pub struct Rsmq {
     /// `{namespace}:`
     pub(crate) prefix: Arc<str>,
     pub(crate) realtime: bool,
+    /// Bounds the realtime subscription's own connections too.
+    pub(crate) connection_timeout: Duration,
 }
 
 impl fmt::Debug for Rsmq {
