@@ -234,10 +234,13 @@ pub enum Error {
     /// `broadcast_address` that is not a string, ...). Only those entries were skipped: the
     /// others are used. A consumer reports it as
     /// [`ConsumerEvent::DiscoveryFailed`](crate::ConsumerEvent::DiscoveryFailed).
-    #[error("skipped {} unusable nsqlookupd entries: {}", .skipped.len(), list_skipped(.skipped))]
+    #[error("skipped {count} unusable nsqlookupd entries: {}", list_skipped(.skipped, *.count))]
     SkippedProducers {
-        /// Each entry left out, with the reason.
+        /// Entries left out, with the reason (the first
+        /// [`SkippedProducer::MAX_LISTED`](crate::SkippedProducer::MAX_LISTED)).
         skipped: Vec<SkippedProducer>,
+        /// How many were left out in all.
+        count: usize,
     },
     /// An HTTP request to nsqd or nsqlookupd failed, or was answered with an error status.
     #[error("http {status}: {message}")]
@@ -319,16 +322,16 @@ impl Error {
 }
 
 /// The first few skipped entries, for a message that stays one line.
-fn list_skipped(skipped: &[SkippedProducer]) -> String {
+fn list_skipped(skipped: &[SkippedProducer], count: usize) -> String {
     const SHOWN: usize = 3;
-    let mut text = skipped
+    let shown = skipped.len().min(SHOWN);
+    let mut text = skipped[..shown]
         .iter()
-        .take(SHOWN)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    if skipped.len() > SHOWN {
-        text.push_str(&format!("; and {} more", skipped.len() - SHOWN));
+    if count > shown {
+        text.push_str(&format!("; and {} more", count - shown));
     }
     text
 }

@@ -44,7 +44,7 @@ async fn one_bad_lookupd_entry_is_skipped_and_reported_the_others_consumed() {
     assert!(eventually(|| nsqd.finished_count("events", "c") == 1).await);
     let skipped = events.all().into_iter().find_map(|e| match e {
         ConsumerEvent::DiscoveryFailed {
-            error: Error::SkippedProducers { skipped },
+            error: Error::SkippedProducers { skipped, count: 2 },
             ..
         } => Some(skipped),
         _ => None,

@@ -160,14 +160,14 @@ impl LookupdDiscoverer {
                         "AUTH secret not sent to nsqlookupd over plain http");
                 }
                 match lookup(&client, &url, bearer, timeout).await {
-                    Ok((nsqd, skipped)) if skipped.is_empty() => {
-                        return vec![Discovered::Producers { lookupd, nsqd }]
-                    }
-                    Ok((nsqd, skipped)) => {
+                    Ok((nsqd, _, 0)) => return vec![Discovered::Producers { lookupd, nsqd }],
+                    Ok((nsqd, skipped, count)) => {
                         // The good entries are used; the bad ones are reported, not fatal.
-                        tracing::warn!(lookupd = %lookupd, skipped = skipped.len(),
-                            first = %skipped[0], "skipping unusable nsqlookupd entries");
-                        let error = Error::SkippedProducers { skipped };
+                        if let Some(first) = skipped.first() {
+                            tracing::warn!(lookupd = %lookupd, skipped = count, %first,
+                                "skipping unusable nsqlookupd entries");
+                        }
+                        let error = Error::SkippedProducers { skipped, count };
                         return vec![
                             Discovered::Producers {
                                 lookupd: lookupd.clone(),
@@ -206,13 +206,13 @@ fn bearer_for<'a>(url: &str, bearer: Option<&'a str>, plain_http_ok: bool) -> Op
 }
 
 /// One lookup: the `host:port` of every nsqd listed, de-duplicated, and the entries skipped
-/// as unusable; empty lists for `404 TOPIC_NOT_FOUND`.
+/// as unusable (the first few, and how many); nothing for `404 TOPIC_NOT_FOUND`.
 async fn lookup(
     client: &awc::Client,
     url: &str,
     bearer: Option<&str>,
     timeout: Duration,
-) -> Result<(Vec<String>, Vec<SkippedProducer>), Error> {
+) -> Result<(Vec<String>, Vec<SkippedProducer>, usize), Error> {
     let mut request = client
         .get(url)
         .insert_header(("Accept", ACCEPT_V1))
@@ -259,7 +259,7 @@ async fn lookup(
         .collect();
     nsqd.sort();
     nsqd.dedup();
-    Ok((nsqd, answer.skipped))
+    Ok((nsqd, answer.skipped, answer.skipped_count))
 }
 
 /// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, and (only when some address is

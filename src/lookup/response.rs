@@ -54,7 +54,9 @@ pub(crate) fn join_host_port(host: &str, port: u16) -> Option<String> {
 /// Producers are decoded one by one: an entry nsqlookupd (or whatever answers in its place)
 /// got wrong - a `tcp_port` of `70000`, `-1`, `"4150"`, `null` or `4150.0`, a
 /// `broadcast_address` that is `null` or a number, no usable address at all - lands in
-/// [`skipped`](Self::skipped) with the reason, and the other entries are still used.
+/// [`skipped`](Self::skipped) with the reason, and the other entries are still used. Only the
+/// first [`SkippedProducer::MAX_LISTED`] are listed; [`skipped_count`](Self::skipped_count)
+/// counts them all.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(from = "RawLookup")]
 #[non_exhaustive]
@@ -63,9 +65,13 @@ pub struct LookupResponse {
     pub channels: Vec<String>,
     /// The nsqd that have the topic, each with a usable TCP address.
     pub producers: Vec<ProducerInfo>,
-    /// Entries that could not be used, and why (never serialized).
+    /// Entries that could not be used, and why: the first
+    /// [`SkippedProducer::MAX_LISTED`] of them (never serialized).
     #[serde(skip)]
     pub skipped: Vec<SkippedProducer>,
+    /// How many entries were skipped in all.
+    #[serde(skip)]
+    pub skipped_count: usize,
 }
 
 /// A `/lookup` entry that was left out because it cannot be connected to.
@@ -75,22 +81,31 @@ pub struct SkippedProducer {
     /// The entry as it was received (compact JSON, cut to [`SkippedProducer::MAX_ENTRY`]
     /// characters).
     pub entry: String,
-    /// Why it was skipped.
+    /// Why it was skipped (cut to [`SkippedProducer::MAX_ENTRY`] characters too: serde's
+    /// message can quote the value).
     pub reason: String,
 }
 
 impl SkippedProducer {
-    /// How much of a skipped entry is kept: enough to recognise it, not a hostile answer's
-    /// whole megabytes.
+    /// How much of a skipped entry and its reason is kept: enough to recognise it, not a
+    /// hostile answer's whole megabytes.
     pub const MAX_ENTRY: usize = 200;
+    /// How many skipped entries are listed: an answer of a million `{}` must not become a
+    /// million reports.
+    pub const MAX_LISTED: usize = 32;
 
-    fn new(entry: &serde_json::Value, reason: String) -> Self {
-        let entry = entry.to_string();
-        let entry = match entry.char_indices().nth(Self::MAX_ENTRY) {
-            Some((cut, _)) => format!("{}...", &entry[..cut]),
-            None => entry,
-        };
-        Self { entry, reason }
+    fn new(entry: &serde_json::Value, reason: &str) -> Self {
+        Self {
+            entry: cut(&entry.to_string()),
+            reason: cut(reason),
+        }
+    }
+}
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(SkippedProducer::MAX_ENTRY) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -113,16 +128,23 @@ impl From<RawLookup> for LookupResponse {
     fn from(raw: RawLookup) -> Self {
         let mut producers = Vec::with_capacity(raw.producers.len());
         let mut skipped = Vec::new();
+        let mut skipped_count = 0;
         for entry in raw.producers {
             match decode_producer(&entry) {
                 Ok(producer) => producers.push(producer),
-                Err(reason) => skipped.push(SkippedProducer::new(&entry, reason)),
+                Err(reason) => {
+                    skipped_count += 1;
+                    if skipped.len() < SkippedProducer::MAX_LISTED {
+                        skipped.push(SkippedProducer::new(&entry, &reason));
+                    }
+                }
             }
         }
         Self {
             channels: raw.channels,
             producers,
             skipped,
+            skipped_count,
         }
     }
 }
@@ -356,7 +378,7 @@ mod tests {
             let r: LookupResponse = decode(body.as_bytes(), true).unwrap();
             let addrs: Vec<_> = r.producers.iter().filter_map(|p| p.tcp_address()).collect();
             assert_eq!(addrs, ["a:1", "b:2"], "{bad}");
-            assert_eq!(r.skipped.len(), 1, "{bad}");
+            assert_eq!((r.skipped.len(), r.skipped_count), (1, 1), "{bad}");
             assert!(r.skipped[0].reason.contains(why), "{bad}: {}", r.skipped[0]);
             assert_eq!(
                 serde_json::from_str::<serde_json::Value>(&r.skipped[0].entry).unwrap(),
@@ -376,6 +398,24 @@ mod tests {
         assert!(r.producers.is_empty());
         assert!(r.skipped[0].entry.len() <= SkippedProducer::MAX_ENTRY + 3);
         assert!(r.skipped[0].entry.ends_with("..."));
+        // serde quotes a bad string value in its message: that is cut too.
+        let huge = format!(
+            r#"{{"producers":[{{"broadcast_address":"h","tcp_port":"{}"}}]}}"#,
+            "9".repeat(100_000)
+        );
+        let r: LookupResponse = decode(huge.as_bytes(), true).unwrap();
+        assert!(r.skipped[0].reason.len() <= SkippedProducer::MAX_ENTRY + 3);
+    }
+
+    #[test]
+    fn a_flood_of_bad_entries_is_counted_not_listed() {
+        let entries = vec!["{}"; 10_000].join(",");
+        let body =
+            format!(r#"{{"producers":[{entries},{{"broadcast_address":"h","tcp_port":1}}]}}"#);
+        let r: LookupResponse = decode(body.as_bytes(), true).unwrap();
+        assert_eq!(r.producers.len(), 1);
+        assert_eq!(r.skipped.len(), SkippedProducer::MAX_LISTED);
+        assert_eq!(r.skipped_count, 10_000);
     }
 
     #[test]
