@@ -6,7 +6,7 @@
 
 use std::{fmt, io, sync::Arc};
 
-use crate::protocol::ServerError;
+use crate::{lookup::SkippedProducer, protocol::ServerError};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,6 +54,16 @@ pub enum ProtocolError {
     /// The peer answered with HTTP: the address is nsqd's HTTP port, not its TCP port.
     #[error("the peer spoke HTTP: is this nsqd's HTTP port instead of its TCP port?")]
     LooksLikeHttp,
+    /// The address answered in HTTP (`HTTP/1.1 400 Bad Request`, as Go's net/http answers
+    /// nsq's `"  V2"` magic): it is nsqd's HTTP port (4151 by default), not its TCP port.
+    #[error("{addr} answered in HTTP: that is an HTTP port (nsqd's is 4151 by default), not nsqd's TCP port (4150 by default)")]
+    HttpPort {
+        /// The address dialled.
+        addr: String,
+    },
+    /// nsqd's IDENTIFY reply was JSON but not an object (`[]`, `1`, `"x"`): not an nsqd.
+    #[error("IDENTIFY reply is not a JSON object: {0}")]
+    IdentifyNotObject(String),
     /// A frame type other than response (0), error (1) or message (2).
     #[error("unknown frame type {0}")]
     UnknownFrameType(i32),
@@ -191,9 +201,24 @@ pub enum Error {
         /// The nsqd that delivered the message.
         addr: String,
     },
+    /// No connection to `addr` could be made: `source` says why (connection refused, a
+    /// timeout, an HTTP port, a handshake nsqd refused, ...). Nothing was written.
+    #[error("cannot connect to nsqd {addr}: {source}")]
+    Connect {
+        /// The nsqd address.
+        addr: String,
+        /// Why the last attempt failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// No connection is up to take the request.
     #[error("not connected to any nsqd")]
     NotConnected,
+    /// `start()` was called outside a running actix `System`, where no actor can run (actix
+    /// would abort the process). Start it inside `#[actix_rt::main]`,
+    /// `actix_rt::System::new().block_on(..)`, an actix-web handler or an actor.
+    #[error("{0} must be started inside a running actix System (e.g. #[actix_rt::main])")]
+    NoActixSystem(&'static str),
     /// The consumer, producer or connection has been stopped.
     #[error("stopped")]
     Stopped,
@@ -204,6 +229,18 @@ pub enum Error {
         addr: String,
         /// How many attempts were made.
         attempts: u32,
+    },
+    /// nsqlookupd listed nsqd that cannot be connected to (a `tcp_port` that is not a port, a
+    /// `broadcast_address` that is not a string, ...). Only those entries were skipped: the
+    /// others are used. A consumer reports it as
+    /// [`ConsumerEvent::DiscoveryFailed`](crate::ConsumerEvent::DiscoveryFailed).
+    #[error("skipped {count} unusable nsqlookupd entries: {}", list_skipped(.skipped, *.count))]
+    SkippedProducers {
+        /// Entries left out, with the reason (the first
+        /// [`SkippedProducer::MAX_LISTED`](crate::SkippedProducer::MAX_LISTED)).
+        skipped: Vec<SkippedProducer>,
+        /// How many were left out in all.
+        count: usize,
     },
     /// An HTTP request to nsqd or nsqlookupd failed, or was answered with an error status.
     #[error("http {status}: {message}")]
@@ -250,6 +287,7 @@ impl Error {
             self,
             Error::Disconnected
                 | Error::NotConnected
+                | Error::Connect { .. }
                 | Error::ConnectionLost { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::Io(_)
@@ -281,6 +319,21 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// The first few skipped entries, for a message that stays one line.
+fn list_skipped(skipped: &[SkippedProducer], count: usize) -> String {
+    const SHOWN: usize = 3;
+    let shown = skipped.len().min(SHOWN);
+    let mut text = skipped[..shown]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if count > shown {
+        text.push_str(&format!("; and {} more", count - shown));
+    }
+    text
 }
 
 impl From<io::Error> for Error {

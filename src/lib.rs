@@ -107,6 +107,7 @@ mod retry;
 #[cfg(feature = "rsmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rsmq")))]
 pub mod rsmq;
+mod runtime;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -118,7 +119,7 @@ pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
-pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
+pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 // `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
 // with `actix::Message` under `use actix::prelude::*; use actix_nsq::*;`.

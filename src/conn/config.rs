@@ -215,13 +215,95 @@ impl ConnectionConfig {
                 "must be between 1024 bytes and 256 MiB",
             ));
         }
-        if self.publish_limits.max_msg_size == 0 || self.publish_limits.max_body_size == 0 {
+        Self::validate_publish_limits(self.publish_limits)?;
+        let max_body_size = self.publish_limits.max_body_size;
+        Self::check_body_sizes(&identify, self.auth_secret.as_ref(), max_body_size)?;
+        self.reconnect.validate()?;
+        Ok(())
+    }
+
+    /// nsqd refuses an IDENTIFY or AUTH body larger than its `--max-body-size` with a fatal
+    /// `E_BAD_BODY` (nsqd v1.3.0 `protocol_v2.go:361` "IDENTIFY body too big", `:505` "AUTH
+    /// body too big"), and an empty AUTH body with "AUTH invalid body size 0" (`:510`).
+    /// Either would fail every connection attempt forever, so they are refused up front;
+    /// `max_body_size` is what [`publish_limits`](Self::publish_limits) says nsqd allows.
+    fn check_body_sizes(
+        identify: &IdentifyRequest,
+        secret: Option<&Secret>,
+        max_body_size: usize,
+    ) -> Result<(), Error> {
+        let body =
+            serde_json::to_vec(identify).map_err(|e| Error::config("identify", e.to_string()))?;
+        if body.len() > max_body_size {
+            let fields = [
+                ("client_id", &identify.client_id),
+                ("hostname", &identify.hostname),
+                ("user_agent", &identify.user_agent),
+                ("topology", &identify.topology_region),
+                ("topology", &identify.topology_zone),
+            ];
+            let (field, value) = fields
+                .into_iter()
+                .max_by_key(|(_, v)| v.len())
+                .unwrap_or(("client_id", &identify.client_id));
+            return Err(Error::config(
+                field,
+                format!(
+                    "is {} bytes: the IDENTIFY body would be {} bytes, over nsqd's \
+                     --max-body-size of {max_body_size} (publish_limits)",
+                    value.len(),
+                    body.len()
+                ),
+            ));
+        }
+        match secret.map(|s| s.expose().len()) {
+            Some(0) => Err(Error::config("auth_secret", "must not be empty")),
+            Some(len) if len > max_body_size => Err(Error::config(
+                "auth_secret",
+                format!(
+                    "is {len} bytes, over nsqd's --max-body-size of {max_body_size} \
+                     (publish_limits)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks publish limits: both set, and the message limit within the body limit (swapped
+    /// arguments, most likely: nsqd's defaults are 1 MiB and 5 MiB, and a message it accepts
+    /// must also fit in an MPUB body).
+    pub(crate) fn validate_publish_limits(limits: PublishLimits) -> Result<(), Error> {
+        let PublishLimits {
+            max_msg_size,
+            max_body_size,
+        } = limits;
+        if max_msg_size == 0 || max_body_size == 0 {
             return Err(Error::config(
                 "publish_limits",
                 "limits must be greater than zero",
             ));
         }
-        self.reconnect.validate()?;
+        if max_msg_size > max_body_size {
+            return Err(Error::config(
+                "publish_limits",
+                format!(
+                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a DPUB/`defer` bound: nsqd reads the delay as int64 milliseconds and multiplies it
+    /// into int64 nanoseconds (v1.3.0 `protocol_v2.go:882-888`, `http.go:236-244`); past that it
+    /// overflows.
+    pub(crate) fn validate_max_defer(max_defer: Duration) -> Result<(), Error> {
+        if max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
+            return Err(Error::config(
+                "max_defer",
+                "must be at most 292 years (nsqd computes the delay in int64 nanoseconds)",
+            ));
+        }
         Ok(())
     }
 
@@ -336,6 +418,26 @@ mod tests {
                 ConnectionConfig::new().connect_timeout(Duration::ZERO),
                 "connect_timeout",
             ),
+            (
+                ConnectionConfig::new().publish_limits(5 << 20, 1 << 20),
+                "publish_limits",
+            ),
+            (
+                // Every IDENTIFY would draw a fatal "IDENTIFY body too big" forever.
+                ConnectionConfig::new().client_id("x".repeat(10 << 20)),
+                "client_id",
+            ),
+            (
+                ConnectionConfig::new()
+                    .publish_limits(100, 1000)
+                    .user_agent("u".repeat(1000)),
+                "user_agent",
+            ),
+            (
+                ConnectionConfig::new().auth_secret("s".repeat((5 << 20) + 1)),
+                "auth_secret",
+            ),
+            (ConnectionConfig::new().auth_secret(""), "auth_secret"),
         ];
         for (config, field) in cases {
             match config.validate() {
@@ -343,6 +445,16 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sizes_at_nsqds_limits_are_fine() {
+        ConnectionConfig::new()
+            .publish_limits(5 << 20, 5 << 20)
+            .client_id("x".repeat(4 << 20))
+            .auth_secret("s".repeat(5 << 20))
+            .validate()
+            .unwrap();
     }
 
     #[test]

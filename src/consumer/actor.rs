@@ -301,6 +301,7 @@ impl ConsumerActor {
                 poll_jitter: self.builder.lookupd_poll_jitter,
                 poll_timeout: self.builder.lookupd_poll_timeout,
                 authorization: secret.filter(|_| self.builder.lookupd_authorization),
+                authorization_over_http: self.builder.lookupd_authorization_over_http,
             };
             let consumer = ctx.address().recipient();
             let discoverer = Supervisor::start(move |_| LookupdDiscoverer::new(config, consumer));

@@ -33,6 +33,7 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd_poll_jitter: f64,
     pub(crate) lookupd_poll_timeout: Duration,
     pub(crate) lookupd_authorization: bool,
+    pub(crate) lookupd_authorization_over_http: bool,
     pub(crate) stop_timeout: Duration,
     pub(crate) events: Option<Recipient<ConsumerEvent>>,
     pub(crate) max_nsqd_connections: u32,
@@ -71,6 +72,7 @@ impl ConsumerBuilder {
             lookupd_poll_jitter: Self::DEFAULT_LOOKUPD_POLL_JITTER,
             lookupd_poll_timeout: Self::DEFAULT_LOOKUPD_POLL_TIMEOUT,
             lookupd_authorization: true,
+            lookupd_authorization_over_http: false,
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             events: None,
             max_nsqd_connections: Self::DEFAULT_MAX_NSQD_CONNECTIONS,
@@ -288,9 +290,19 @@ impl ConsumerBuilder {
     }
 
     /// Send `Authorization: Bearer <auth_secret>` to nsqlookupd when an AUTH secret is set
-    /// (go-nsq's oddly named `skip_lookupd_authorization`, default true).
+    /// (go-nsq's oddly named `skip_lookupd_authorization`, default true). Only to `https://`
+    /// nsqlookupd unless [`lookupd_authorization_over_http`](Self::lookupd_authorization_over_http)
+    /// says otherwise.
     pub fn lookupd_authorization(mut self, enabled: bool) -> Self {
         self.lookupd_authorization = enabled;
+        self
+    }
+
+    /// Also send the AUTH secret to nsqlookupd over plain `http://` (default false: anyone on
+    /// the path could read it and use it against nsqd). go-nsq sends it whatever the scheme;
+    /// opt in only where the network is trusted, e.g. loopback or a private link.
+    pub fn lookupd_authorization_over_http(mut self, enabled: bool) -> Self {
+        self.lookupd_authorization_over_http = enabled;
         self
     }
 
@@ -381,13 +393,11 @@ impl ConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`] outside a running actix
+    /// `System` (actors need one).
     pub fn start(self) -> Result<Consumer, Error> {
         let (topic, channel) = self.validate()?;
+        crate::runtime::ensure_actix_system("a Consumer")?;
         // Start the handler actors or threads now, so that a failure is an error here.
         self.handlers.sink()?;
         Ok(Consumer::start(self, topic, channel))
@@ -433,7 +443,14 @@ impl fmt::Debug for ConsumerBuilder {
             .field("topic", &self.topic)
             .field("channel", &self.channel)
             .field("nsqd", &self.nsqd)
-            .field("lookupd", &self.lookupd)
+            .field(
+                "lookupd",
+                &self
+                    .lookupd
+                    .iter()
+                    .map(|a| crate::http::redact_credentials(a))
+                    .collect::<Vec<_>>(),
+            )
             .field("flow", &self.flow)
             .field("connection", &self.connection)
             .field("handler_actors", &self.handlers.actor_count())
@@ -444,6 +461,11 @@ impl fmt::Debug for ConsumerBuilder {
             .field("lookupd_poll_interval", &self.lookupd_poll_interval)
             .field("lookupd_poll_jitter", &self.lookupd_poll_jitter)
             .field("lookupd_poll_timeout", &self.lookupd_poll_timeout)
+            .field("lookupd_authorization", &self.lookupd_authorization)
+            .field(
+                "lookupd_authorization_over_http",
+                &self.lookupd_authorization_over_http,
+            )
             .field("stop_timeout", &self.stop_timeout)
             .finish()
     }

@@ -30,7 +30,10 @@ pub enum ConsumerEvent {
     },
     /// Backoff is over: every connection is back to its full RDY share.
     BackoffEnded,
-    /// An nsqlookupd query failed; existing connections are kept.
+    /// An nsqlookupd query failed; existing connections are kept. Also sent, with
+    /// [`Error::SkippedProducers`], right after [`Discovered`](Self::Discovered) when the
+    /// answer listed entries that cannot be connected to: those were skipped, the others
+    /// connected.
     DiscoveryFailed {
         /// The nsqlookupd that failed.
         lookupd: String,

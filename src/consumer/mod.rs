@@ -104,6 +104,7 @@ impl Consumer {
         ConsumerBuilder::new(topic, channel)
     }
 
+    /// Starts the actors; the caller checked that an actix System runs.
     fn start(builder: ConsumerBuilder, topic: Topic, channel: Channel) -> Self {
         let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
         let stop_timeout = builder.stop_timeout;

@@ -314,11 +314,6 @@ impl Handlers {
         if let Some(sink) = self.started.get() {
             return Ok(sink.clone());
         }
-        if actix::Arbiter::try_current().is_none() {
-            return Err(std::io::Error::other(
-                "handlers start inside a running actix System (actix_rt::System or #[actix_rt::main])",
-            ));
-        }
         let sink = if let Some(closure) = &self.closure {
             HandlerSink::Closure(closure.clone())
         } else if let Some(spec) = &self.blocking {

@@ -99,6 +99,19 @@ pub(crate) fn base_url(addr: &str) -> Result<String, Error> {
     ))
 }
 
+/// `url` with any credentials in it (`http://user:password@host:4161`) replaced by `***`, for
+/// Debug output, logs and events: the one place that decides what of a URL may be printed.
+pub(crate) fn redact_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    match url[start..start + authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// Percent-encodes a query value: RFC 3986 unreserved characters pass, everything else is
 /// escaped (`#` in `name#ephemeral` above all).
 pub(crate) fn encode_query(pairs: &[(&str, &str)]) -> String {
@@ -181,7 +194,7 @@ pub(crate) struct Endpoint {
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")
-            .field("base", &self.base)
+            .field("base", &redact_credentials(&self.base))
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -243,7 +256,8 @@ impl Endpoint {
             Method::Post => self.client.post(&url),
             Method::Put => self.client.put(&url),
         };
-        tracing::debug!(url = %url, ?method, body_len = body.len(), "nsq http request");
+        let shown = redact_credentials(&url);
+        tracing::debug!(url = %shown, ?method, body_len = body.len(), "nsq http request");
         let sent = match method {
             Method::Get => request.send().await,
             Method::Post | Method::Put => request.send_body(body).await,
@@ -261,7 +275,7 @@ impl Endpoint {
             .limit(max)
             .await
             .map_err(|e| self.payload_error(status, e))?;
-        tracing::debug!(url = %url, status, v1, body_len = body.len(), "nsq http answer");
+        tracing::debug!(url = %shown, status, v1, body_len = body.len(), "nsq http answer");
         Ok(Answer { status, v1, body })
     }
 
@@ -316,6 +330,21 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let cases = [
+            ("http://user:pw@h:4161", "http://***@h:4161"),
+            ("https://u@h:1/prefix?x=a@b", "https://***@h:1/prefix?x=a@b"),
+            ("user:pw@h:1", "***@h:1"),
+            ("http://h:4161/a@b", "http://h:4161/a@b"),
+            ("http://h:4161", "http://h:4161"),
+            ("http://a@b:c@h:1/", "http://***@h:1/"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_credentials(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn base_urls() {

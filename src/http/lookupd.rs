@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{Answer, Endpoint, HttpSettings, Method};
+use super::endpoint::{redact_credentials, Answer, Endpoint, HttpSettings, Method};
 use crate::{
     error::Error,
     lookup::{null_as_default, LookupResponse, NodeInfo},
@@ -41,10 +41,19 @@ struct Nodes {
 }
 
 /// Configures a [`LookupdHttpClient`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LookupdHttpClientBuilder {
     base_url: String,
     settings: HttpSettings,
+}
+
+impl fmt::Debug for LookupdHttpClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupdHttpClientBuilder")
+            .field("base_url", &redact_credentials(&self.base_url))
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl LookupdHttpClientBuilder {
@@ -113,7 +122,7 @@ pub struct LookupdHttpClient {
 impl fmt::Debug for LookupdHttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LookupdHttpClient")
-            .field("base_url", &self.endpoint.base())
+            .field("base_url", &redact_credentials(self.endpoint.base()))
             .finish_non_exhaustive()
     }
 }
@@ -174,7 +183,9 @@ impl LookupdHttpClient {
 
     /// `GET /lookup?topic=`: the topic's channels and the active, untombstoned nsqd that have
     /// it. A topic nsqlookupd has never heard of (`404 TOPIC_NOT_FOUND`) gives an empty
-    /// answer, not an error: to a consumer it means "no producers yet".
+    /// answer, not an error: to a consumer it means "no producers yet". An entry that cannot
+    /// be connected to (a `tcp_port` that is not a port, ...) does not spoil the answer: it is
+    /// listed in [`LookupResponse::skipped`] with the reason.
     ///
     /// # Errors
     ///

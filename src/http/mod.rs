@@ -32,4 +32,6 @@ pub use stats::{
     ChannelStats, ClientStats, LatencyStats, MemStats, NsqdInfo, NsqdStats, PubCount, TopicStats,
 };
 
-pub use crate::lookup::{LookupResponse, NodeInfo, ProducerInfo};
+pub use crate::lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
+
+pub(crate) use endpoint::{base_url as endpoint_base_url, redact_credentials};

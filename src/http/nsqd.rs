@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 
 use super::{
-    endpoint::{Endpoint, HttpSettings, Method},
+    endpoint::{redact_credentials, Endpoint, HttpSettings, Method},
     mpub::{encode_binary, encode_lines, MpubMode},
     stats::{NsqdInfo, NsqdStats},
 };
@@ -143,9 +143,13 @@ impl NsqdHttpClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]` or a
-    /// zero timeout or size; [`Error::Tls`] when the TLS settings cannot be built.
+    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]`, a
+    /// zero timeout or size, publish limits with the message limit above the body limit, or
+    /// a `max_defer` nsqd cannot represent; [`Error::Tls`] when the TLS settings cannot be
+    /// built.
     pub fn build(self) -> Result<NsqdHttpClient, Error> {
+        crate::ConnectionConfig::validate_publish_limits(self.limits)?;
+        crate::ConnectionConfig::validate_max_defer(self.max_defer)?;
         Ok(NsqdHttpClient {
             endpoint: Endpoint::new(&self.base_url, self.settings, "nsqd HTTP request")?,
             limits: self.limits,
@@ -163,7 +167,7 @@ impl fmt::Debug for NsqdHttpClientBuilder {
             max_defer,
         } = self;
         f.debug_struct("NsqdHttpClientBuilder")
-            .field("base_url", base_url)
+            .field("base_url", &redact_credentials(base_url))
             .field("settings", settings)
             .field("limits", limits)
             .field("max_defer", max_defer)
@@ -205,7 +209,7 @@ pub struct NsqdHttpClient {
 impl fmt::Debug for NsqdHttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NsqdHttpClient")
-            .field("base_url", &self.endpoint.base())
+            .field("base_url", &redact_credentials(self.endpoint.base()))
             .finish_non_exhaustive()
     }
 }

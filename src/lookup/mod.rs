@@ -19,7 +19,7 @@ use actix::{
 use rand::Rng;
 
 pub(crate) use response::{decode, decode_empty, error_message, null_as_default};
-pub use response::{LookupResponse, NodeInfo, ProducerInfo};
+pub use response::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 
 use crate::{error::Error, protocol::Topic, transport::Secret};
 
@@ -43,7 +43,14 @@ pub(crate) fn lookup_url(addr: &str, topic: &Topic) -> Result<String, String> {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    if authority.contains('@') {
+        // Only the host and port: the credentials must not reach errors or logs.
+        let shown = crate::http::redact_credentials(addr);
+        crate::conn::validate_addr(authority.rsplit('@').next().unwrap_or_default())
+            .map_err(|_| format!("nsqlookupd address {shown:?} is not [scheme://]host:port"))?;
+    } else {
+        crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    }
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -70,6 +77,8 @@ pub(crate) struct DiscoveryConfig {
     pub(crate) poll_timeout: Duration,
     /// Sent as `Authorization: Bearer <secret>` (go-nsq `consumer.go:489-491`).
     pub(crate) authorization: Option<Secret>,
+    /// The secret may go over plain http too (an explicit opt-in; https only by default).
+    pub(crate) authorization_over_http: bool,
 }
 
 /// What the discoverer found.
@@ -107,9 +116,9 @@ impl LookupdDiscoverer {
             .lookupd
             .iter()
             .filter_map(|addr| {
-                lookup_url(addr, &config.topic)
-                    .ok()
-                    .map(|url| (addr.clone(), url))
+                // Named by its redacted address in events and logs.
+                let name = crate::http::redact_credentials(addr).into_owned();
+                lookup_url(addr, &config.topic).ok().map(|url| (name, url))
             })
             .collect();
         Self {
@@ -144,31 +153,54 @@ impl LookupdDiscoverer {
         let tries: Vec<(String, String)> = (0..TRIES.min(self.urls.len()).max(1))
             .map(|i| self.urls[(start + i) % self.urls.len()].clone())
             .collect();
-        let bearer = self
-            .config
-            .authorization
-            .as_ref()
-            .map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
+        let secret = self.config.authorization.as_ref();
+        let bearer = secret.map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
+        // The secret goes in clear over plain http: only over https, unless the user opted in
+        // (ConsumerBuilder::lookupd_authorization_over_http).
+        let plain_http_ok = self.config.authorization_over_http;
         let timeout = self.config.poll_timeout;
+        let secret_set = secret.is_some();
         let fut = async move {
             let mut last = None;
             for (lookupd, url) in tries {
-                match lookup(&client, &url, bearer.as_deref(), timeout).await {
-                    Ok(nsqd) => return Discovered::Producers { lookupd, nsqd },
+                let bearer = bearer_for(&url, bearer.as_deref(), plain_http_ok);
+                if bearer.is_none() && secret_set {
+                    tracing::debug!(lookupd = %lookupd,
+                        "AUTH secret not sent to nsqlookupd over plain http");
+                }
+                match lookup(&client, &url, bearer, timeout).await {
+                    Ok((nsqd, _, 0)) => return vec![Discovered::Producers { lookupd, nsqd }],
+                    Ok((nsqd, skipped, count)) => {
+                        // The good entries are used; the bad ones are reported, not fatal.
+                        if let Some(first) = skipped.first() {
+                            tracing::warn!(lookupd = %lookupd, skipped = count, %first,
+                                "skipping unusable nsqlookupd entries");
+                        }
+                        let error = Error::SkippedProducers { skipped, count };
+                        return vec![
+                            Discovered::Producers {
+                                lookupd: lookupd.clone(),
+                                nsqd,
+                            },
+                            Discovered::Failed { lookupd, error },
+                        ];
+                    }
                     Err(error) => {
                         tracing::warn!(lookupd = %lookupd, %error, "nsqlookupd query failed");
                         last = Some(Discovered::Failed { lookupd, error });
                     }
                 }
             }
-            last.unwrap_or(Discovered::Failed {
+            vec![last.unwrap_or(Discovered::Failed {
                 lookupd: String::new(),
                 error: Error::NotConnected,
-            })
+            })]
         };
         ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
             act.querying = false;
-            act.consumer.do_send(found);
+            for found in found {
+                act.consumer.do_send(found);
+            }
             if std::mem::take(&mut act.query_again) {
                 act.query(ctx);
             }
@@ -176,14 +208,20 @@ impl LookupdDiscoverer {
     }
 }
 
-/// One lookup: the `host:port` of every nsqd listed, de-duplicated; an empty list for `404
-/// TOPIC_NOT_FOUND`.
+/// The `Authorization` value for `url`: over https, or over plain http only when the user
+/// opted in (a bearer token in clear is anyone's on the path).
+fn bearer_for<'a>(url: &str, bearer: Option<&'a str>, plain_http_ok: bool) -> Option<&'a str> {
+    bearer.filter(|_| plain_http_ok || url.starts_with("https://"))
+}
+
+/// One lookup: the `host:port` of every nsqd listed, de-duplicated, and the entries skipped
+/// as unusable (the first few, and how many); nothing for `404 TOPIC_NOT_FOUND`.
 async fn lookup(
     client: &awc::Client,
     url: &str,
     bearer: Option<&str>,
     timeout: Duration,
-) -> Result<Vec<String>, Error> {
+) -> Result<(Vec<String>, Vec<SkippedProducer>, usize), Error> {
     let mut request = client
         .get(url)
         .insert_header(("Accept", ACCEPT_V1))
@@ -210,7 +248,7 @@ async fn lookup(
             message: e.to_string(),
         })?;
     if status == 404 && error_message(&body) == "TOPIC_NOT_FOUND" {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     if status != 200 {
         return Err(Error::Http {
@@ -220,7 +258,7 @@ async fn lookup(
     }
     let answer: LookupResponse = match decode(&body, v1) {
         Ok(answer) => answer,
-        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Vec::new()),
+        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Default::default()),
         Err((status, message)) => return Err(Error::Http { status, message }),
     };
     let mut nsqd: Vec<String> = answer
@@ -230,7 +268,7 @@ async fn lookup(
         .collect();
     nsqd.sort();
     nsqd.dedup();
-    Ok(nsqd)
+    Ok((nsqd, answer.skipped, answer.skipped_count))
 }
 
 /// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, and (only when some address is
@@ -295,6 +333,26 @@ impl Handler<Requery> for LookupdDiscoverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_goes_over_https_or_by_opt_in() {
+        let b = Some("Bearer s");
+        assert_eq!(bearer_for("https://h:1/lookup", b, false), b);
+        assert_eq!(bearer_for("http://h:1/lookup", b, false), None);
+        assert_eq!(bearer_for("http://h:1/lookup", b, true), b);
+        assert_eq!(bearer_for("https://h:1/lookup", None, true), None);
+    }
+
+    #[test]
+    fn credentials_in_an_address_stay_out_of_errors() {
+        let t = Topic::new("events").unwrap();
+        let err = lookup_url("http://user:hunter2@h:99999", &t).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(
+            lookup_url("http://user:hunter2@h:1", &t).unwrap(),
+            "http://user:hunter2@h:1/lookup?topic=events"
+        );
+    }
 
     #[test]
     fn builds_urls_like_go_nsq() {

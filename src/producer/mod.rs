@@ -9,6 +9,7 @@
 //! [`RetryPolicy::AcceptDuplicates`].
 
 mod builder;
+mod limits;
 mod relay;
 
 use std::{
@@ -28,7 +29,10 @@ use tokio::{
 
 pub use builder::{ProducerBuilder, RetryPolicy};
 
-use self::relay::EventRelay;
+use self::{
+    limits::ServerLimits,
+    relay::{EventRelay, Health, Healths},
+};
 use crate::{
     conn::{Close, ConnCounters, ConnectionParams, ConnectionStats, NsqdConnection, Ping, Publish},
     error::{BodyError, Error},
@@ -76,6 +80,8 @@ struct Slot {
     actor: Addr<NsqdConnection>,
     counters: Arc<ConnCounters>,
     permits: Arc<Semaphore>,
+    /// This nsqd's publish limits, lowered by what its errors or its HTTP API said.
+    limits: Arc<ServerLimits>,
 }
 
 struct Inner {
@@ -87,7 +93,9 @@ struct Inner {
     retry: RetryPolicy,
     limits: PublishLimits,
     stopped: AtomicBool,
-    connected: Arc<Notify>,
+    /// Notified whenever a connection's health changes.
+    changed: Arc<Notify>,
+    healths: Healths,
     last_error: Arc<Mutex<Option<Error>>>,
     _relay: Addr<EventRelay>,
 }
@@ -124,13 +132,27 @@ impl Producer {
     }
 
     fn start(builder: ProducerBuilder) -> Self {
-        let connected = Arc::new(Notify::new());
+        let changed = Arc::new(Notify::new());
+        let healths: Healths = Arc::new(Mutex::new(vec![Health::Starting; builder.nsqd.len()]));
         let last_error = Arc::new(Mutex::new(None));
+        let limits: Vec<Arc<ServerLimits>> = builder
+            .nsqd
+            .iter()
+            .map(|_| Arc::new(ServerLimits::new(builder.connection.publish_limits)))
+            .collect();
+        let learn_from: Vec<_> = builder
+            .nsqd_http
+            .iter()
+            .cloned()
+            .zip(limits.iter().cloned())
+            .collect();
         let relay = EventRelay::new(
-            connected.clone(),
+            changed.clone(),
+            healths.clone(),
             last_error.clone(),
             builder.events.clone(),
         )
+        .learn_limits_from(learn_from)
         .start();
         let config = Arc::new(builder.connection.clone());
         let slots = builder
@@ -153,6 +175,7 @@ impl Producer {
                     actor,
                     counters,
                     permits: Arc::new(Semaphore::new(builder.max_outstanding)),
+                    limits: limits[id].clone(),
                 }
             })
             .collect();
@@ -166,7 +189,8 @@ impl Producer {
                 retry: builder.retry,
                 limits: builder.connection.publish_limits,
                 stopped: AtomicBool::new(false),
-                connected,
+                changed,
+                healths,
                 last_error,
                 _relay: relay,
             }),
@@ -178,9 +202,11 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::InvalidName`]/[`Error::InvalidBody`] before anything is sent (bad topic, empty
-    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Timeout`], or the
-    /// last connection error (else [`Error::NotConnected`]), when no nsqd could take it in time; [`Error::OutcomeUnknown`]
-    /// when the connection died before nsqd answered; [`Error::Stopped`] after `stop()`.
+    /// or oversized body); [`Error::Server`] if nsqd refused it; [`Error::Connect`] (naming
+    /// the nsqd and the cause) as soon as every nsqd's latest connection attempt has failed;
+    /// [`Error::Timeout`], or the last connection error (else [`Error::NotConnected`]), when
+    /// no nsqd could take it in time; [`Error::OutcomeUnknown`] when the connection died
+    /// before nsqd answered; [`Error::Stopped`] after `stop()`.
     pub async fn publish(
         &self,
         topic: impl IntoTopic,
@@ -246,7 +272,7 @@ impl Producer {
     /// [`Error::NotConnected`] / [`Error::Timeout`] when no connection came up in time.
     pub async fn ping(&self) -> Result<(), Error> {
         let deadline = Instant::now() + self.inner.request_timeout;
-        let slot = self.connected_slot(deadline).await?;
+        let slot = self.connected_slot(deadline, &Command::Nop).await?;
         slot.actor.send(Ping).await.map_err(mailbox)?
     }
 
@@ -291,7 +317,7 @@ impl Producer {
             RetryPolicy::AcceptDuplicates { attempts } => attempts,
         };
         loop {
-            let slot = self.connected_slot(deadline).await?;
+            let slot = self.connected_slot(deadline, &command).await?;
             let permit = timeout_at(deadline, slot.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| Error::Timeout("waiting for a publish slot"))?
@@ -311,27 +337,71 @@ impl Producer {
                     retries -= 1;
                     tracing::debug!(%error, retries, "retrying publish; it may be duplicated");
                 }
-                Ok(Ok(Err(error))) => return Err(error),
+                Ok(Ok(Err(error))) => {
+                    self.learn_limit(slot, &error);
+                    return Err(error);
+                }
             }
         }
     }
 
-    /// The next connection that is up, round robin; waits for one until `deadline`.
-    async fn connected_slot(&self, deadline: Instant) -> Result<&Slot, Error> {
+    /// After nsqd refused a publish as too big (fatal: it cost the connection), remembers the
+    /// limit it stated so that the next such publish is refused before it is written.
+    fn learn_limit(&self, slot: &Slot, error: &Error) {
+        let Error::Server(server_error) = error else {
+            return;
+        };
+        if let Some(learned) = limits::learn(server_error) {
+            if slot.limits.lower(learned) {
+                tracing::warn!(nsqd = %slot.addr, ?learned, limits = ?slot.limits.get(),
+                    "nsqd refused a publish as too big; its limit is now checked before writing");
+            }
+        }
+    }
+
+    /// The next connection that is up, round robin; waits for one until `deadline`, unless
+    /// every connection's latest attempt failed: then the error names the nsqd and the cause
+    /// at once.
+    ///
+    /// Connections whose nsqd is known to refuse `command` as too big are passed over; when
+    /// every connection that is up would refuse it, so does this (nothing is written).
+    async fn connected_slot(&self, deadline: Instant, command: &Command) -> Result<&Slot, Error> {
         let slots = &self.inner.slots;
+        // Refused everywhere, up or not: no need to wait for a connection to say so.
+        if let Some(Err(error)) = slots
+            .iter()
+            .map(|s| s.limits.check(command))
+            .reduce(|a, b| a.or(b))
+        {
+            return Err(error);
+        }
         loop {
-            let notified = self.inner.connected.notified();
+            let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let start = self.inner.next.fetch_add(1, Relaxed);
+            let mut refused = None;
             let up = (0..slots.len())
                 .map(|i| &slots[(start + i) % slots.len()])
-                .find(|s| s.counters.connected.load(Relaxed));
+                .filter(|s| s.counters.connected.load(Relaxed))
+                .find(|s| match s.limits.check(command) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        refused.get_or_insert(error);
+                        false
+                    }
+                });
             if let Some(slot) = up {
                 return Ok(slot);
             }
+            if let Some(error) = refused {
+                return Err(error);
+            }
             if self.inner.stopped.load(Relaxed) {
                 return Err(Error::Stopped);
+            }
+            if let Some(error) = self.all_failed() {
+                return Err(error);
             }
             if timeout_at(deadline, notified).await.is_err() {
                 // Say why no connection is up, if a connection attempt said so.
@@ -339,6 +409,32 @@ impl Producer {
                 return Err(last.unwrap_or(Error::NotConnected));
             }
         }
+    }
+
+    /// When no connection can be waited for (each one's latest attempt failed), the most
+    /// recent failure.
+    fn all_failed(&self) -> Option<Error> {
+        let healths = self.inner.healths.lock().ok()?;
+        let all_failed = healths.iter().all(|h| matches!(h, Health::Failed(_)));
+        if !all_failed {
+            return None;
+        }
+        let last = self.inner.last_error.lock().ok().and_then(|e| e.clone());
+        last.or_else(|| match healths.first() {
+            Some(Health::Failed(error)) => Some(error.clone()),
+            _ => None,
+        })
+    }
+
+    /// The publish limits checked before writing, per nsqd: the configured ones, lowered by
+    /// what each nsqd stated (in a "too big" refusal, or in its HTTP `/config` when its
+    /// address was given with [`ProducerBuilder::nsqd_with_http`]).
+    pub fn publish_limits(&self) -> Vec<(String, PublishLimits)> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| (s.addr.to_string(), s.limits.get()))
+            .collect()
     }
 
     /// Publishes awaiting an answer, across all connections.

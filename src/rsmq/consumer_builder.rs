@@ -260,13 +260,11 @@ impl RsmqConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`](crate::Error::NoActixSystem)
+    /// outside a running actix `System` (actors need one).
     pub fn start(self) -> Result<RsmqConsumerHandle> {
         self.validate()?;
+        crate::runtime::ensure_actix_system("an RsmqConsumer")?;
         // Start the handler actors or threads now, so that a failure is an error here.
         self.handlers.sink()?;
         let queue: Arc<str> = Arc::from(self.queue.as_str());

@@ -47,16 +47,20 @@ const READ_SIZE: usize = 4096;
 /// assert_eq!(format!("{secret:?}"), "***");
 /// ```
 #[derive(Clone)]
-pub struct Secret(Bytes);
+pub struct Secret {
+    secret: Bytes,
+}
 
 impl Secret {
     /// Wraps the secret as given to nsqd's auth server (`--auth-http-address`).
     pub fn new(secret: impl Into<Bytes>) -> Self {
-        Self(secret.into())
+        Self {
+            secret: secret.into(),
+        }
     }
 
     pub(crate) fn expose(&self) -> &Bytes {
-        &self.0
+        &self.secret
     }
 }
 
@@ -176,9 +180,14 @@ pub(crate) async fn connect(addr: &str, cfg: &HandshakeConfig) -> Result<Establi
         };
         run(stream, host, cfg).await
     };
-    tokio::time::timeout(cfg.timeout, dial_and_handshake)
-        .await
-        .map_err(|_| Error::Timeout("handshake"))?
+    match tokio::time::timeout(cfg.timeout, dial_and_handshake).await {
+        Err(_) => Err(Error::Timeout("handshake")),
+        // The codec spots "HTTP" where a frame size should be; only here is the address known.
+        Ok(Err(Error::Protocol(ProtocolError::LooksLikeHttp))) => {
+            Err(ProtocolError::HttpPort { addr: addr.into() }.into())
+        }
+        Ok(result) => result,
+    }
 }
 
 /// Runs the handshake over an established stream to `host` (the name TLS verifies unless
@@ -250,7 +259,7 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
     wire.write(&hello).await?;
     let identify = match wire.reply("IDENTIFY").await? {
         Response::Ok => IdentifyResponse::parse(b"OK")?,
-        Response::Data(data) => IdentifyResponse::parse(&data)?,
+        Response::Data(data) => parse_identify(&data)?,
         other => return Err(unexpected("IDENTIFY", &other)),
     };
     tracing::debug!(
@@ -322,6 +331,19 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
             compression,
         },
     })
+}
+
+/// nsqd answers IDENTIFY with a JSON object (`nsqd/protocol_v2.go` `IDENTIFY`, an
+/// `identifyResponse` struct) when features are negotiated. serde reads a JSON array into a
+/// struct positionally, so `[]` would pass as "all defaults"; anything but an object is not
+/// nsqd and is refused.
+fn parse_identify(data: &[u8]) -> Result<IdentifyResponse> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let text: String = String::from_utf8_lossy(data).chars().take(100).collect();
+        return Err(ProtocolError::IdentifyNotObject(text).into());
+    }
+    IdentifyResponse::parse(data)
 }
 
 fn identify_request(cfg: &HandshakeConfig) -> Result<IdentifyRequest> {

@@ -511,3 +511,49 @@ fn secrets_do_not_show_in_debug_output() {
         "{debug}"
     );
 }
+
+#[tokio::test]
+async fn an_identify_reply_that_is_not_an_object_is_refused() {
+    for reply in [json!([]), json!([2500]), json!(1), json!("x"), json!(null)] {
+        let (listener, addr) = listen().await;
+        let sent = reply.clone();
+        let server = tokio::spawn(async move {
+            let mut conn = ServerConn::accept(&listener).await;
+            conn.identify().await;
+            conn.send_json(sent).await;
+        });
+        let err = connect(&addr, &config()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::IdentifyNotObject(_))),
+            "{reply}: {err}"
+        );
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_http_answer_names_the_address_at_once() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut conn = ServerConn::accept(&listener).await;
+        // What Go's net/http answers to "  V2IDENTIFY" (net/http/server.go, conn.serve).
+        conn.send_bytes(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Connection: close\r\n\r\n400 Bad Request",
+        )
+        .await;
+        conn.rest().await
+    });
+    let mut cfg = config();
+    cfg.timeout = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let err = connect(&addr, &cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(ProtocolError::HttpPort { addr: a }) if *a == addr),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+    // Not the handshake deadline: the first bytes are enough.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    server.abort();
+}

@@ -59,6 +59,11 @@ impl Service for LookupdApi {
             return Reply::Text("OK".into()).plain();
         }
         if route == ("GET", "/lookup") {
+            if let Some(body) = self.0.lookup_answer() {
+                return Response::new(200, body)
+                    .header("X-NSQ-Content-Type", "nsq; version=1.0")
+                    .header("Content-Type", "application/json; charset=utf-8");
+            }
             if let Some(fault) = self.0.lookup_fault() {
                 return faulty(fault, self.answer(&request));
             }

@@ -46,6 +46,8 @@ pub(crate) struct State {
     lifetimes: Lifetimes,
     db: Mutex<RegistrationDb>,
     fault: Mutex<Option<LookupFault>>,
+    /// A raw `/lookup` body served instead of the real answer.
+    answer: Mutex<Option<String>>,
     legacy: AtomicBool,
     requests: Mutex<Vec<String>>,
 }
@@ -62,6 +64,10 @@ impl State {
 
     fn lookup_fault(&self) -> Option<LookupFault> {
         *lock(&self.fault)
+    }
+
+    fn lookup_answer(&self) -> Option<String> {
+        lock(&self.answer).clone()
     }
 
     fn record(&self, line: String) {
@@ -202,6 +208,7 @@ impl TestLookupd {
             lifetimes: builder.lifetimes,
             db: Mutex::default(),
             fault: Mutex::default(),
+            answer: Mutex::default(),
             legacy: AtomicBool::new(false),
             requests: Mutex::default(),
         });
@@ -280,6 +287,13 @@ impl TestLookupd {
     /// Makes every `/lookup` misbehave as `fault` says until set back to `None`.
     pub fn set_lookup_fault(&self, fault: Option<LookupFault>) {
         *lock(&self.state.fault) = fault;
+    }
+
+    /// Answers every `/lookup` with `200` and this body as it is (with nsqlookupd 1.x's
+    /// headers), whatever is registered, until set back to `None`: the way to test a client
+    /// against answers a real nsqlookupd would not give, such as a `tcp_port` of `70000`.
+    pub fn set_lookup_answer(&self, body: Option<String>) {
+        *lock(&self.state.answer) = body;
     }
 
     /// Answers like nsqlookupd before 1.0 (`true`): every JSON answer wrapped in
