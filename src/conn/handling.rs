@@ -33,7 +33,10 @@ impl FailureReporter {
     fn report(&self, watch: &Watch, handled: &Handled) {
         let reason = match handled {
             Handled::Panicked(panic) => format!("handler panicked: {panic}"),
-            Handled::Gone => "no live handler actor took the message".to_owned(),
+            Handled::Gone => {
+                "no live handler took the message; released it without counting a failure"
+                    .to_owned()
+            }
             Handled::Returned(_) => return,
         };
         self.events.do_send(ConnectionEvent::HandlerFailed {

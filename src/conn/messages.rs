@@ -69,8 +69,9 @@ pub enum ConnectionEvent {
         /// The error.
         error: Error,
     },
-    /// A handler panicked, or no handler actor was alive to take a message; the message was
-    /// requeued with backoff and the consumer carries on.
+    /// A handler panicked with the message (it is requeued with backoff, the consumer carries
+    /// on), or the consumer stopped while the message waited for a live handler actor (it is
+    /// released at once, without counting a failure).
     HandlerFailed {
         /// Which connection delivered the message.
         id: ConnId,

@@ -143,8 +143,9 @@ pub enum RsmqConsumerEvent {
         /// The last error.
         error: Error,
     },
-    /// A closure handler panicked, or no handler actor was alive to take a delivery: the
-    /// message is requeued with the default delay.
+    /// A handler panicked with the delivery (the message is requeued with the default delay),
+    /// or the consumer stopped while the delivery waited for a live handler actor (it is made
+    /// visible again at once, without counting a failure).
     HandlerFailed {
         /// The message id.
         id: String,

@@ -391,7 +391,10 @@ impl RsmqConsumer {
     fn report_handler_failure(&self, meta: &Meta, handled: &Handled) {
         let reason = match handled {
             Handled::Panicked(panic) => format!("handler panicked: {panic}"),
-            Handled::Gone => "no live handler actor took the message".to_owned(),
+            Handled::Gone => {
+                "no live handler took the message; released it without counting a failure"
+                    .to_owned()
+            }
             Handled::Returned(_) => return,
         };
         self.emit(RsmqConsumerEvent::HandlerFailed {
@@ -495,6 +498,8 @@ impl Handler<Stop> for RsmqConsumer {
     type Result = ResponseFuture<u32>;
 
     fn handle(&mut self, Stop { deadline }: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        // Deliveries waiting for a live handler actor go back now, not at the deadline.
+        self.handler.close();
         let (tx, rx) = oneshot::channel();
         self.begin_stop(deadline, Some(tx), ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })
