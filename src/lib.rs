@@ -76,8 +76,36 @@
 //!
 //! Three layers, kept strictly apart: [`protocol`] (the NSQ TCP protocol, pure bytes <-> types),
 //! a transport layer (TLS, snappy and deflate as stream wrappers, and the handshake), and the
-//! actors (one supervised connection per nsqd, discovery, the RDY coordinator, handlers).
-//! [`http`] holds the HTTP clients.
+//! actors. [`http`] holds the HTTP clients.
+//!
+//! ## The actors, who supervises whom, and which thread runs what
+//!
+//! ```text
+//!  Consumer (handle) ──messages──▶ coordinator actor  [Supervisor; restarts keep its state]
+//!                                   ├─ flow core: RDY split + backoff (pure policy, src/rdy)
+//!                                   ├─ lookupd discoverer actor   [Supervisor]
+//!                                   └─ connection actor per nsqd  [Supervisor; reconnects in place]
+//!  connection ──Delivery──▶ handlers:  supervised actor pool (restarted from factories)
+//!                                      | closure | blocking threads
+//!  handler ──answer (FIN/REQ/TOUCH)──▶ connection ──coalesced write──▶ nsqd
+//!  connection ──synchronous call──▶ flow core ──SetRdy (Recipient)──▶ other connections
+//! ```
+//!
+//! * The coordinator, the discoverer and every connection run on the arbiter the consumer was
+//!   started on. A connection calls the flow core synchronously (same thread): the RDY it must
+//!   lower goes out before the FIN/REQ that frees the slot (nsq#404), with no actor hop per
+//!   message. The flow core reaches other connections through `Recipient<SetRdy>` only.
+//! * A lost link does not stop its connection actor: it reconnects in place with backoff and
+//!   jitter; the link's in-flight messages keep their slots until answered or nsqd's
+//!   `msg_timeout` passes. The coordinator restarts (under actix's `Supervisor`) without losing
+//!   its connections, flow state or backoff timer.
+//! * Handlers: supervised actors started from a factory on the consumer's arbiter or one you
+//!   pick, restarted after a panic within a budget; closures on the consumer's arbiter; blocking
+//!   handlers on threads of their own. What runs on the consumer's arbiter must not block it
+//!   (heartbeats, reads and FINs stop); see [`ConsumerBuilder::handler_blocking`].
+//! * A message no handler saw never counts as an attempt. While no handler actor is alive the
+//!   consumer sends RDY 0 and holds what it has ([`HandlerEvent::Unavailable`]).
+//! * The producer is one connection actor per nsqd, the same actor without a subscription.
 //!
 //! ## Cargo features
 //!
