@@ -107,6 +107,7 @@ mod retry;
 #[cfg(feature = "rsmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rsmq")))]
 pub mod rsmq;
+mod stream;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -116,6 +117,8 @@ pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
+pub use handler::GiveUpHandler;
+pub use handler::{BatchResult, DeliveryBatch};
 pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
@@ -125,4 +128,5 @@ pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};
 pub use retry::ReconnectPolicy;
+pub use stream::ConsumerStream;
 pub use transport::{Compression, Negotiated, Secret, TlsConfig};

@@ -1,5 +1,7 @@
 //! Configuration of a [`Consumer`](super::Consumer).
 
+mod extras;
+
 use std::{fmt, future::Future, time::Duration};
 
 use actix::{Actor, ArbiterHandle, Context, Handler, Recipient};
@@ -371,6 +373,7 @@ impl ConsumerBuilder {
         }
         self.flow.validate()?;
         self.connection.validate()?;
+        self.validate_extras()?;
         Ok((topic, channel))
     }
 

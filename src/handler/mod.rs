@@ -19,7 +19,9 @@
 //! failed attempt.
 
 mod actors;
+mod batch;
 mod blocking;
+mod give_up;
 
 use std::{
     any::Any,
@@ -36,8 +38,11 @@ use tokio::sync::oneshot;
 
 pub(crate) use self::actors::ActorDispatch;
 use self::actors::{ActorPool, SlotSpec, StartActor};
+pub use self::batch::{BatchResult, DeliveryBatch};
+pub(crate) use self::batch::{BatchSpec, Batcher};
 pub use self::blocking::BlockingHandler;
 use self::blocking::{BlockingPool, MakeBlocking};
+pub use self::give_up::GiveUpHandler;
 use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
@@ -217,6 +222,8 @@ pub(crate) struct Handlers {
     slots: Vec<SlotSpec>,
     closure: Option<HandlerFn>,
     blocking: Option<BlockingSpec>,
+    /// Set when the closure is a batch handler's entry: checked against `max_in_flight`.
+    pub(crate) batch: Option<BatchSpec>,
     pub(crate) budget: RestartBudget,
     started: OnceLock<HandlerSink>,
 }
@@ -229,6 +236,7 @@ impl Clone for Handlers {
             slots: self.slots.clone(),
             closure: self.closure.clone(),
             blocking: self.blocking.clone(),
+            batch: self.batch,
             budget: self.budget,
             started: OnceLock::new(),
         }
@@ -272,6 +280,14 @@ impl Handlers {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         self.closure = Some(Arc::new(move |delivery| Box::pin(f(delivery))));
+        self.batch = None;
+    }
+
+    /// A batch handler: deliveries go to `batcher`, which answers them.
+    pub(crate) fn set_batch(&mut self, batcher: Arc<Batcher>) {
+        let spec = batcher.spec();
+        self.set_closure(batch::entry(batcher));
+        self.batch = Some(spec);
     }
 
     pub(crate) fn set_blocking<H, F>(&mut self, threads: usize, factory: F)
