@@ -99,6 +99,7 @@ mod delivery;
 mod error;
 mod handler;
 pub mod http;
+mod link;
 mod lookup;
 mod producer;
 pub mod protocol;
@@ -121,6 +122,7 @@ pub use handler::GiveUpHandler;
 pub use handler::{BatchResult, DeliveryBatch};
 pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
+pub use link::NsqdLink;
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 // `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
