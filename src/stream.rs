@@ -8,8 +8,9 @@
 //! held by the stream's reader.
 
 use std::{
+    future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
@@ -27,12 +28,13 @@ use crate::{
 /// is a [`Delivery`] to answer ([`finish`](Delivery::finish),
 /// [`requeue`](Delivery::requeue), ...); one dropped unanswered is requeued at once. At most
 /// `max_in_flight` deliveries are outstanding (queued in the stream or held by you); nsqd sends
-/// the next one as you answer. The stream ends once the consumer has stopped.
+/// the next one as you answer.
 ///
 /// Dropping the stream stops the consumer gracefully: deliveries still queued in it are
 /// requeued at once (without counting a failure), the consumer sends CLS and waits, within its
 /// `stop_timeout`, for the deliveries you still hold to be answered. Use
-/// [`stop`](Self::stop) to wait for that.
+/// [`stop`](Self::stop) to wait for that. Stopped any other way (through a clone of
+/// [`consumer`](Self::consumer)), the stream ends within 100 ms.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), actix_nsq::Error> {
@@ -56,8 +58,15 @@ use crate::{
 pub struct ConsumerStream {
     consumer: Consumer,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
+    /// While nothing is queued: when to look again whether the consumer has stopped.
+    alive_check: Pin<Box<tokio::time::Sleep>>,
     stopped: bool,
 }
+
+/// How soon the stream ends after its consumer was stopped some other way than through the
+/// stream (a clone of [`ConsumerStream::consumer`]): nothing signals that, so a pending stream
+/// looks this often.
+const ALIVE_CHECK: Duration = Duration::from_millis(100);
 
 /// The handler closure feeding a stream, and the stream's end of the channel. A delivery the
 /// stream can no longer take (it was dropped) fails without backoff, so it is requeued at once
@@ -86,6 +95,7 @@ impl ConsumerStream {
         Self {
             consumer,
             deliveries,
+            alive_check: Box::pin(tokio::time::sleep(ALIVE_CHECK)),
             stopped: false,
         }
     }
@@ -124,7 +134,17 @@ impl Stream for ConsumerStream {
     type Item = Delivery;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.deliveries.poll_recv(cx)
+        loop {
+            if let Poll::Ready(next) = self.deliveries.poll_recv(cx) {
+                return Poll::Ready(next);
+            }
+            if !self.consumer.is_alive() {
+                return Poll::Ready(None);
+            }
+            ready!(self.alive_check.as_mut().poll(cx));
+            let next_check = tokio::time::Instant::now() + ALIVE_CHECK;
+            self.alive_check.as_mut().reset(next_check);
+        }
     }
 }
 

@@ -237,7 +237,7 @@ async fn stream_holds_at_most_max_in_flight_and_drop_stops_without_losing_anythi
 }
 
 #[actix_rt::test]
-async fn stream_stop_requeues_what_is_queued_and_ends() {
+async fn stream_stop_requeues_what_is_queued() {
     let nsqd = TestNsqd::start().unwrap();
     nsqd.create_channel("events", "tests").unwrap();
     for i in 0..4 {
@@ -251,6 +251,16 @@ async fn stream_stop_requeues_what_is_queued_and_ends() {
     assert_eq!(stream.stop().await, 0);
     assert_eq!(nsqd.finished_count("events", "tests"), 1);
     assert!(eventually(|| outstanding(&nsqd) == 3 && nsqd.in_flight("events", "tests") == 0).await);
+}
+
+#[actix_rt::test]
+async fn stream_ends_once_its_consumer_stopped() {
+    let nsqd = TestNsqd::start().unwrap();
+    let mut stream = builder(&nsqd).max_in_flight(1).into_stream().unwrap();
+    let consumer = stream.consumer().clone();
+    assert_eq!(consumer.stop().await, 0);
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
 #[actix_rt::test]
@@ -471,6 +481,27 @@ async fn link_negotiates_tls_and_snappy() {
         "{:?}",
         nsqd.clients()
     );
+}
+
+#[actix_rt::test]
+async fn link_negotiates_deflate_and_auth() {
+    let nsqd = TestNsqd::builder()
+        .deflate(true)
+        .auth_secret("s3cr3t")
+        .start()
+        .unwrap();
+    let config = ConnectionConfig::new().deflate(6).auth_secret("s3cr3t");
+    let link = round_trip(&nsqd, config).await;
+    assert_eq!(
+        link.negotiated().compression,
+        Compression::Deflate { level: 6 }
+    );
+    let auth = link.negotiated().auth.as_ref().expect("AUTH was required");
+    assert_eq!(auth.identity, "test-identity");
+    assert!(nsqd
+        .clients()
+        .iter()
+        .any(|c| c.deflate && c.auth_identity.is_some()));
 }
 
 #[actix_rt::test]
