@@ -63,6 +63,18 @@
 //! # }
 //! ```
 //!
+//! ## Ready-made pieces
+//!
+//! * Batches (gnsq `BatchHandler`): [`ConsumerBuilder::handler_batch`] (one answer for the
+//!   batch), [`handler_batch_each`](ConsumerBuilder::handler_batch_each) (one per message),
+//!   [`handler_batch_actor`](ConsumerBuilder::handler_batch_actor).
+//! * A `Stream` of deliveries instead of a handler (gnsq `QueueHandler`):
+//!   [`ConsumerBuilder::into_stream`].
+//! * Give-up handlers (gnsq `LogGiveupHandler`, `JSONLogGiveupHandler`, `NsqdGiveupHandler`):
+//!   [`GiveUpHandler`], set with [`ConsumerBuilder::give_up_handler`].
+//! * One raw connection, handshake done, for building your own client (pynsq `AsyncConn`,
+//!   gnsq `NsqdTCPClient`): [`NsqdLink`].
+//!
 //! ## Testing without a server
 //!
 //! With the `testing` feature, `testing::TestNsqd` is an in-process nsqd on `127.0.0.1:0` that

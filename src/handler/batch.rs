@@ -150,6 +150,11 @@ impl Batcher {
         self.spec
     }
 
+    /// Another collector with the same settings and handler, for another consumer.
+    pub(crate) fn fresh(&self) -> Arc<Self> {
+        Self::new(self.spec, self.f.clone())
+    }
+
     /// A batcher calling an async closure.
     pub(crate) fn closure<F, Fut, R>(spec: BatchSpec, f: F) -> Arc<Self>
     where
@@ -501,6 +506,33 @@ mod tests {
             backoff: false,
         };
         assert_eq!(*rec.0.lock().unwrap(), [("m0".into(), released)]);
+    }
+
+    #[actix_rt::test]
+    async fn a_cloned_builders_batches_do_not_mix_with_the_originals() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let sizes2 = sizes.clone();
+        let mut original = crate::handler::Handlers::default();
+        original.set_batch(Batcher::closure(
+            spec(2, 1000),
+            move |batch: DeliveryBatch| {
+                sizes2.lock().unwrap().push(batch.len());
+                async { Ok::<(), HandlerError>(()) }
+            },
+        ));
+        let clone = original.clone();
+        assert_eq!(clone.batch_spec(), Some(spec(2, 1000)));
+        let rec = Arc::new(Recorder::default());
+        // One delivery into each: with a shared collector they would make one full batch.
+        for (handlers, id) in [(&original, 0), (&clone, 1)] {
+            let sink = handlers.sink().unwrap();
+            let (d, watch) = delivery(&rec, id);
+            let handled = sink.dispatch(d).await;
+            crate::handler::settle(&watch, &handled, false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sizes.lock().unwrap().is_empty(), "{sizes:?}");
+        assert!(rec.0.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -222,8 +222,8 @@ pub(crate) struct Handlers {
     slots: Vec<SlotSpec>,
     closure: Option<HandlerFn>,
     blocking: Option<BlockingSpec>,
-    /// Set when the closure is a batch handler's entry: checked against `max_in_flight`.
-    pub(crate) batch: Option<BatchSpec>,
+    /// Set when the closure is a batch handler's entry (checked against `max_in_flight`).
+    batch: Option<Arc<Batcher>>,
     pub(crate) budget: RestartBudget,
     started: OnceLock<HandlerSink>,
 }
@@ -232,14 +232,19 @@ impl Clone for Handlers {
     /// A clone configures the same handlers but starts its own (a consumer's handler actors
     /// are its own).
     fn clone(&self) -> Self {
-        Self {
+        let mut clone = Self {
             slots: self.slots.clone(),
             closure: self.closure.clone(),
             blocking: self.blocking.clone(),
-            batch: self.batch,
+            batch: None,
             budget: self.budget,
             started: OnceLock::new(),
+        };
+        // Batches of two consumers must not mix: the clone gets a collector of its own.
+        if let Some(batcher) = &self.batch {
+            clone.set_batch(batcher.fresh());
         }
+        clone
     }
 }
 
@@ -285,9 +290,13 @@ impl Handlers {
 
     /// A batch handler: deliveries go to `batcher`, which answers them.
     pub(crate) fn set_batch(&mut self, batcher: Arc<Batcher>) {
-        let spec = batcher.spec();
-        self.set_closure(batch::entry(batcher));
-        self.batch = Some(spec);
+        self.set_closure(batch::entry(batcher.clone()));
+        self.batch = Some(batcher);
+    }
+
+    /// The batch handler's settings, when the handler is one.
+    pub(crate) fn batch_spec(&self) -> Option<BatchSpec> {
+        self.batch.as_ref().map(|batcher| batcher.spec())
     }
 
     pub(crate) fn set_blocking<H, F>(&mut self, threads: usize, factory: F)

@@ -157,7 +157,7 @@ impl ConsumerBuilder {
 
     /// The checks of the settings above, run at the end of [`validate`](Self::validate).
     pub(super) fn validate_extras(&self) -> Result<(), Error> {
-        if let Some(batch) = &self.handlers.batch {
+        if let Some(batch) = self.handlers.batch_spec() {
             batch.check(self.flow.max_in_flight)?;
         }
         Ok(())
