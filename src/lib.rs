@@ -63,6 +63,18 @@
 //! # }
 //! ```
 //!
+//! ## Ready-made pieces
+//!
+//! * Batches (gnsq `BatchHandler`): [`ConsumerBuilder::handler_batch`] (one answer for the
+//!   batch), [`handler_batch_each`](ConsumerBuilder::handler_batch_each) (one per message),
+//!   [`handler_batch_actor`](ConsumerBuilder::handler_batch_actor).
+//! * A `Stream` of deliveries instead of a handler (gnsq `QueueHandler`):
+//!   [`ConsumerBuilder::into_stream`].
+//! * Give-up handlers (gnsq `LogGiveupHandler`, `JSONLogGiveupHandler`, `NsqdGiveupHandler`):
+//!   [`GiveUpHandler`], set with [`ConsumerBuilder::give_up_handler`].
+//! * One raw connection, handshake done, for building your own client (pynsq `AsyncConn`,
+//!   gnsq `NsqdTCPClient`): [`NsqdLink`].
+//!
 //! ## Testing without a server
 //!
 //! With the `testing` feature, `testing::TestNsqd` is an in-process nsqd on `127.0.0.1:0` that
@@ -127,6 +139,7 @@ mod delivery;
 mod error;
 mod handler;
 pub mod http;
+mod link;
 mod lookup;
 mod producer;
 pub mod protocol;
@@ -136,6 +149,7 @@ mod retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "rsmq")))]
 pub mod rsmq;
 mod runtime;
+mod stream;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -145,8 +159,11 @@ pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
-pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
+pub use handler::{
+    BatchResult, BlockingHandler, DeliveryBatch, GiveUp, GiveUpHandler, HandlerEvent,
+};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
+pub use link::NsqdLink;
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 // `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
@@ -154,4 +171,5 @@ pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 pub use protocol::{Channel, MessageId, Topic};
 pub use rdy::{BackoffStrategy, FlowControl};
 pub use retry::ReconnectPolicy;
+pub use stream::ConsumerStream;
 pub use transport::{Compression, Negotiated, Secret, TlsConfig};

@@ -1,5 +1,7 @@
 //! Configuration of a [`Consumer`](super::Consumer).
 
+mod extras;
+
 use std::{fmt, future::Future, time::Duration};
 
 use actix::{Actor, ArbiterHandle, Context, Handler, Recipient};
@@ -386,6 +388,7 @@ impl ConsumerBuilder {
         self.validate_discovery_limits()?;
         self.flow.validate()?;
         self.connection.validate()?;
+        self.validate_extras()?;
         Ok((topic, channel))
     }
 

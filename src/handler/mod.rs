@@ -19,7 +19,9 @@
 //! failed attempt.
 
 mod actors;
+mod batch;
 mod blocking;
+mod give_up;
 
 use std::{
     any::Any,
@@ -36,8 +38,11 @@ use tokio::sync::oneshot;
 
 pub(crate) use self::actors::ActorDispatch;
 use self::actors::{ActorPool, SlotSpec, StartActor};
+pub use self::batch::{BatchResult, DeliveryBatch};
+pub(crate) use self::batch::{BatchSpec, Batcher};
 pub use self::blocking::BlockingHandler;
 use self::blocking::{BlockingPool, MakeBlocking};
+pub use self::give_up::GiveUpHandler;
 use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
@@ -217,6 +222,8 @@ pub(crate) struct Handlers {
     slots: Vec<SlotSpec>,
     closure: Option<HandlerFn>,
     blocking: Option<BlockingSpec>,
+    /// Set when the closure is a batch handler's entry (checked against `max_in_flight`).
+    batch: Option<Arc<Batcher>>,
     pub(crate) budget: RestartBudget,
     started: OnceLock<HandlerSink>,
 }
@@ -225,13 +232,19 @@ impl Clone for Handlers {
     /// A clone configures the same handlers but starts its own (a consumer's handler actors
     /// are its own).
     fn clone(&self) -> Self {
-        Self {
+        let mut clone = Self {
             slots: self.slots.clone(),
             closure: self.closure.clone(),
             blocking: self.blocking.clone(),
+            batch: None,
             budget: self.budget,
             started: OnceLock::new(),
+        };
+        // Batches of two consumers must not mix: the clone gets a collector of its own.
+        if let Some(batcher) = &self.batch {
+            clone.set_batch(batcher.fresh());
         }
+        clone
     }
 }
 
@@ -272,6 +285,18 @@ impl Handlers {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         self.closure = Some(Arc::new(move |delivery| Box::pin(f(delivery))));
+        self.batch = None;
+    }
+
+    /// A batch handler: deliveries go to `batcher`, which answers them.
+    pub(crate) fn set_batch(&mut self, batcher: Arc<Batcher>) {
+        self.set_closure(batch::entry(batcher.clone()));
+        self.batch = Some(batcher);
+    }
+
+    /// The batch handler's settings, when the handler is one.
+    pub(crate) fn batch_spec(&self) -> Option<BatchSpec> {
+        self.batch.as_ref().map(|batcher| batcher.spec())
     }
 
     pub(crate) fn set_blocking<H, F>(&mut self, threads: usize, factory: F)
