@@ -10,6 +10,7 @@
 use std::{
     collections::HashMap,
     rc::Rc,
+    sync::atomic::Ordering::Relaxed,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -460,6 +461,7 @@ impl Handler<Stop> for ConsumerActor {
                 act.conns.clear();
                 act.flow = None;
                 act.subscription = None;
+                act.state.stopped.store(true, Relaxed);
                 ctx.stop();
                 abandoned
             }),

@@ -169,5 +169,9 @@ impl Consumer {
     // Here rather than in `consumer/mod.rs` only to keep this change additive; it belongs there.
     pub(crate) fn is_alive(&self) -> bool {
         self.actor.connected()
+            && !self
+                .state
+                .stopped
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
