@@ -98,6 +98,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod handler;
+mod handler_setters;
 pub mod http;
 mod lookup;
 mod producer;
