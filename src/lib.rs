@@ -138,6 +138,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod handler;
+mod handler_setters;
 pub mod http;
 mod link;
 mod lookup;

@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use actix_nsq::protocol::{
-    command_has_body, Batch, Body, Channel, Command, ErrorCode, Frame, Inbound, Message, MessageId,
-    NsqCodec, Response, ServerCodec, ServerError, Topic,
-};
+use actix_nsq::protocol::{ErrorCode, Frame, Message, MessageId, NsqCodec, Response, ServerError};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -44,46 +41,6 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
-fn name() -> impl Strategy<Value = String> + Clone {
-    "[.a-zA-Z0-9_-]{1,54}(#ephemeral)?"
-}
-
-fn non_empty_body() -> impl Strategy<Value = Body> {
-    proptest::collection::vec(any::<u8>(), 1..200).prop_map(|b| Body::new(b).unwrap())
-}
-
-fn command() -> impl Strategy<Value = Command> {
-    let topic = || name().prop_map(|n| Topic::new(n).unwrap());
-    let channel = name().prop_map(|n| Channel::new(n).unwrap());
-    prop_oneof![
-        (topic(), channel).prop_map(|(topic, channel)| Command::Sub { topic, channel }),
-        any::<u32>().prop_map(Command::Rdy),
-        message_id().prop_map(Command::Fin),
-        message_id().prop_map(Command::Touch),
-        (message_id(), 0u64..10_000_000).prop_map(|(id, ms)| Command::Req {
-            id,
-            delay: Duration::from_millis(ms)
-        }),
-        Just(Command::Cls),
-        Just(Command::Nop),
-        body().prop_map(Command::Auth),
-        (topic(), non_empty_body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
-        (topic(), 0u64..3_600_000, non_empty_body()).prop_map(|(topic, ms, body)| {
-            Command::Dpub {
-                topic,
-                delay: Duration::from_millis(ms),
-                body,
-            }
-        }),
-        (topic(), proptest::collection::vec(non_empty_body(), 1..8)).prop_map(|(topic, b)| {
-            Command::Mpub {
-                topic,
-                bodies: Batch::from_bodies(b).unwrap(),
-            }
-        }),
-    ]
-}
-
 /// Splits `bytes` at the given cut points and feeds the chunks one by one to `decode`.
 fn feed_in_chunks<T>(
     bytes: &[u8],
@@ -107,30 +64,6 @@ fn feed_in_chunks<T>(
     out
 }
 
-/// Reassembles server-side items into (line, body) pairs the way nsqd reads them.
-fn server_decode(
-    codec: &mut ServerCodec,
-    buf: &mut BytesMut,
-    pending: &mut Option<Bytes>,
-) -> Option<(Bytes, Option<Bytes>)> {
-    loop {
-        match codec.decode(buf).unwrap()? {
-            Inbound::Line(line) => {
-                let name = ServerCodec::params(&line)[0].to_vec();
-                if command_has_body(&name) {
-                    *pending = Some(line);
-                    codec.read_body_size();
-                } else {
-                    return Some((line, None));
-                }
-            }
-            Inbound::BodySize(size) => codec.read_body(usize::try_from(size).unwrap()),
-            Inbound::Body(body) => return Some((pending.take().unwrap(), Some(body))),
-            _ => unreachable!(),
-        }
-    }
-}
-
 proptest! {
     #[test]
     fn frames_survive_any_split(frames in proptest::collection::vec(frame(), 1..20),
@@ -145,32 +78,6 @@ proptest! {
     }
 
     #[test]
-    fn commands_survive_any_split(commands in proptest::collection::vec(command(), 1..20),
-                                  cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
-        let mut bytes = BytesMut::new();
-        for c in &commands {
-            c.encode(&mut bytes);
-        }
-        let mut codec = ServerCodec::default();
-        let mut pending = None;
-        let decoded = feed_in_chunks(&bytes, &cuts, |buf| server_decode(&mut codec, buf, &mut pending));
-        prop_assert_eq!(decoded.len(), commands.len());
-        for ((line, body), command) in decoded.iter().zip(&commands) {
-            // Re-encoding the decoded parts gives the original bytes: nothing was lost or merged.
-            let mut expected = BytesMut::new();
-            command.encode(&mut expected);
-            let mut got = BytesMut::from(&line[..]);
-            got.extend_from_slice(b"\n");
-            if let Some(body) = body {
-                got.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-                got.extend_from_slice(body);
-            }
-            prop_assert_eq!(got, expected);
-            prop_assert_eq!(ServerCodec::params(line)[0], command.name().as_bytes());
-        }
-    }
-
-    #[test]
     fn arbitrary_bytes_never_panic_the_client_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
                                                       max in 0usize..4096) {
         let mut codec = NsqCodec::new(max);
@@ -180,24 +87,127 @@ proptest! {
         let _ = codec.decode_eof(&mut buf);
     }
 
-    #[test]
-    fn arbitrary_bytes_never_panic_the_server_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let mut codec = ServerCodec::default();
-        let mut buf = BytesMut::from(&bytes[..]);
-        let mut pending = None;
-        for _ in 0..bytes.len() + 1 {
-            match codec.decode(&mut buf) {
-                Ok(Some(Inbound::Line(line))) => {
-                    if command_has_body(ServerCodec::params(&line)[0]) {
-                        pending = Some(line);
+}
+
+/// nsqd's side of the codec is public with feature `testing` only (CI runs `--all-features`).
+#[cfg(feature = "testing")]
+mod server_side {
+    use actix_nsq::protocol::{
+        command_has_body, Batch, Body, Channel, Command, Inbound, ServerCodec, Topic,
+    };
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> + Clone {
+        "[.a-zA-Z0-9_-]{1,54}(#ephemeral)?"
+    }
+
+    fn non_empty_body() -> impl Strategy<Value = Body> {
+        proptest::collection::vec(any::<u8>(), 1..200).prop_map(|b| Body::new(b).unwrap())
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let topic = || name().prop_map(|n| Topic::new(n).unwrap());
+        let channel = name().prop_map(|n| Channel::new(n).unwrap());
+        prop_oneof![
+            (topic(), channel).prop_map(|(topic, channel)| Command::Sub { topic, channel }),
+            any::<u32>().prop_map(Command::Rdy),
+            message_id().prop_map(Command::Fin),
+            message_id().prop_map(Command::Touch),
+            (message_id(), 0u64..10_000_000).prop_map(|(id, ms)| Command::Req {
+                id,
+                delay: Duration::from_millis(ms)
+            }),
+            Just(Command::Cls),
+            Just(Command::Nop),
+            body().prop_map(Command::Auth),
+            (topic(), non_empty_body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
+            (topic(), 0u64..3_600_000, non_empty_body()).prop_map(|(topic, ms, body)| {
+                Command::Dpub {
+                    topic,
+                    delay: Duration::from_millis(ms),
+                    body,
+                }
+            }),
+            (topic(), proptest::collection::vec(non_empty_body(), 1..8)).prop_map(|(topic, b)| {
+                Command::Mpub {
+                    topic,
+                    bodies: Batch::from_bodies(b).unwrap(),
+                }
+            }),
+        ]
+    }
+
+    /// Reassembles server-side items into (line, body) pairs the way nsqd reads them.
+    fn server_decode(
+        codec: &mut ServerCodec,
+        buf: &mut BytesMut,
+        pending: &mut Option<Bytes>,
+    ) -> Option<(Bytes, Option<Bytes>)> {
+        loop {
+            match codec.decode(buf).unwrap()? {
+                Inbound::Line(line) => {
+                    let name = ServerCodec::params(&line)[0].to_vec();
+                    if command_has_body(&name) {
+                        *pending = Some(line);
                         codec.read_body_size();
+                    } else {
+                        return Some((line, None));
                     }
                 }
-                Ok(Some(Inbound::BodySize(size))) => {
-                    codec.read_body(usize::try_from(size).unwrap_or(0).min(4096));
+                Inbound::BodySize(size) => codec.read_body(usize::try_from(size).unwrap()),
+                Inbound::Body(body) => return Some((pending.take().unwrap(), Some(body))),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn commands_survive_any_split(commands in proptest::collection::vec(command(), 1..20),
+                                      cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
+            let mut bytes = BytesMut::new();
+            for c in &commands {
+                c.encode(&mut bytes);
+            }
+            let mut codec = ServerCodec::default();
+            let mut pending = None;
+            let decoded = feed_in_chunks(&bytes, &cuts, |buf| server_decode(&mut codec, buf, &mut pending));
+            prop_assert_eq!(decoded.len(), commands.len());
+            for ((line, body), command) in decoded.iter().zip(&commands) {
+                // Re-encoding the decoded parts gives the original bytes: nothing was lost or merged.
+                let mut expected = BytesMut::new();
+                command.encode(&mut expected);
+                let mut got = BytesMut::from(&line[..]);
+                got.extend_from_slice(b"\n");
+                if let Some(body) = body {
+                    got.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+                    got.extend_from_slice(body);
                 }
-                Ok(Some(_)) => { pending.take(); }
-                Ok(None) | Err(_) => break,
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(ServerCodec::params(line)[0], command.name().as_bytes());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_server_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut codec = ServerCodec::default();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut pending = None;
+            for _ in 0..bytes.len() + 1 {
+                match codec.decode(&mut buf) {
+                    Ok(Some(Inbound::Line(line))) => {
+                        if command_has_body(ServerCodec::params(&line)[0]) {
+                            pending = Some(line);
+                            codec.read_body_size();
+                        }
+                    }
+                    Ok(Some(Inbound::BodySize(size))) => {
+                        codec.read_body(usize::try_from(size).unwrap_or(0).min(4096));
+                    }
+                    Ok(Some(_)) => { pending.take(); }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
     }

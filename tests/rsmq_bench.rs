@@ -147,7 +147,12 @@ async fn consume(rsmq: &Rsmq, queue: &str, concurrency: u32) -> f64 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let rate = rate(MESSAGES, start);
-    assert_eq!(consumer.stop(std::time::Duration::from_secs(5)).await, 0);
+    assert_eq!(
+        consumer
+            .stop_within(std::time::Duration::from_secs(5))
+            .await,
+        0
+    );
     rate
 }
 

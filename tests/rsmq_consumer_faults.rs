@@ -1,6 +1,7 @@
 //! The RSMQ consumer when answers come late or things fail: a late finish against a
-//! redelivered copy, touch and auto-extension, realtime wake-ups, graceful stop, panicking and
-//! dead handlers, a Redis restart. Real redis-server, as `rsmq_consumer.rs`.
+//! redelivered copy, touch and auto-extension, realtime wake-ups, graceful stop, a panicking
+//! closure, a Redis restart. Real redis-server, as `rsmq_consumer.rs`; dead, supervised and
+//! blocking handlers are in `rsmq_handlers.rs`.
 #![cfg(feature = "rsmq")]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -17,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use actix::Actor;
 use actix_nsq::{
     rsmq::{QueueOptions, Rsmq, RsmqBuilder, RsmqConsumer, RsmqConsumerEvent},
     Action, Delivery, Error,
@@ -215,7 +215,7 @@ async fn graceful_stop_waits_for_the_handler_in_flight() {
         .start()
         .unwrap();
     recv(&mut started).await;
-    assert_eq!(consumer.stop(Duration::from_secs(15)).await, 0);
+    assert_eq!(consumer.stop_within(Duration::from_secs(15)).await, 0);
     assert_eq!(consumer.stats().finished, 1, "the handler's Ok was applied");
     assert_eq!(zcard(&server, "q").await, 0);
     assert!(!consumer.is_running());
@@ -223,7 +223,7 @@ async fn graceful_stop_waits_for_the_handler_in_flight() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(consumer.stats().received, 1);
     assert_eq!(
-        consumer.stop(Duration::from_secs(1)).await,
+        consumer.stop_within(Duration::from_secs(1)).await,
         0,
         "stopping twice"
     );
@@ -241,7 +241,7 @@ async fn stop_at_the_deadline_abandons_unanswered_deliveries() {
         .start()
         .unwrap();
     let held = recv(&mut rx).await;
-    assert_eq!(consumer.stop(Duration::from_millis(300)).await, 1);
+    assert_eq!(consumer.stop_within(Duration::from_millis(300)).await, 1);
     assert!(matches!(held.finish(), Err(Error::Stopped)));
     let hidden = visible_in_ms(&server, &id).await.unwrap();
     assert!(hidden > 20_000, "it comes back after its vt, not before");
@@ -291,49 +291,6 @@ async fn a_panicking_closure_handler_gets_the_message_back() {
     assert_eq!(consumer.stats().requeued, 1);
     assert_eq!(zcard(&server, "q").await, 0);
     stop(&consumer).await;
-}
-
-#[actix_rt::test]
-#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
-async fn a_dead_handler_actor_holds_the_message_and_releases_it_on_stop() {
-    // No handler saw the message: it is neither requeued with a delay nor given up while no
-    // handler is alive, and stopping makes it visible again at once.
-    let (server, rsmq) = setup(30).await;
-    let id = rsmq.send_message("q", "orphan", None).await.unwrap();
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let worker = Worker { name: 0, seen: tx }.start();
-    worker.send(Halt).await.unwrap();
-    let recipient = worker.recipient();
-    until("actor stopped", || !recipient.connected()).await;
-    let (events_tx, mut events_rx) = events();
-    let consumer = RsmqConsumer::builder(rsmq, "q")
-        .poll_interval(FAST_POLL)
-        .default_requeue_delay(Duration::from_secs(60))
-        .events(events_tx)
-        .handler(recipient)
-        .start()
-        .unwrap();
-    until("received", || consumer.stats().received == 1).await;
-    actix_rt::time::sleep(Duration::from_millis(300)).await;
-    let stats = consumer.stats();
-    assert_eq!(
-        (stats.in_flight, stats.requeued, stats.given_up),
-        (1, 0, 0),
-        "{stats:?}"
-    );
-    while let Ok(event) = events_rx.try_recv() {
-        assert!(
-            !matches!(event, RsmqConsumerEvent::HandlerFailed { .. }),
-            "{event:?}"
-        );
-    }
-    assert!(consumer.is_running(), "the consumer lives on");
-    stop(&consumer).await;
-    let in_ms = visible_in_ms(&server, &id).await.unwrap();
-    assert!(
-        in_ms <= 0,
-        "visible again at once, not after the requeue delay: {in_ms} ms"
-    );
 }
 
 #[actix_rt::test]

@@ -2,16 +2,15 @@
 
 mod extras;
 
-use std::{fmt, future::Future, time::Duration};
+use std::{fmt, time::Duration};
 
-use actix::{Actor, ArbiterHandle, Context, Handler, Recipient};
+use actix::Recipient;
 
 use super::{events::ConsumerEvent, Consumer};
 use crate::{
     conn::{validate_addr, ConnectionConfig},
-    delivery::{Delivery, HandlerResult},
     error::Error,
-    handler::{BlockingHandler, GiveUp, GiveUpHook, HandlerSink, Handlers, RestartBudget},
+    handler::{GiveUpHook, HandlerSink, Handlers},
     protocol::{Channel, Topic},
     rdy::{BackoffStrategy, FlowControl},
 };
@@ -95,125 +94,22 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Adds an actix actor you started that handles deliveries. Several actors share the work,
-    /// each delivery going to the next live one; their mailboxes are respected (a full mailbox
-    /// makes the connection wait, it never queues without bound).
-    ///
-    /// The consumer cannot restart an actor it did not start: if it stops or panics, the
-    /// deliveries it had not taken go to the other actors; when none is left the consumer
-    /// pauses (RDY 0, [`HandlerEvent::Unavailable`](crate::HandlerEvent::Unavailable)) and holds what it has, touching it, until
-    /// it stops. Prefer [`handler_actors`](Self::handler_actors), which restarts them.
-    pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
-        self.handlers.add_actor(recipient);
-        self
-    }
-
-    /// Starts `count` handler actors made by `factory` on the arbiter the consumer starts on,
-    /// and supervises them: one that stops or panics is replaced by a fresh one from the
-    /// factory ([`HandlerEvent::Restarted`](crate::HandlerEvent::Restarted)), within the restart budget
-    /// ([`handler_restarts`](Self::handler_restarts)).
-    ///
-    /// The message a handler was working on when it panicked counts as a failed attempt
-    /// (requeued with backoff); the ones still waiting in its mailbox go to a live actor and
-    /// count for nothing. While no actor is alive the consumer takes no messages (RDY 0).
-    ///
-    /// These actors share the thread of the consumer's connections: they must not block it
-    /// (see [`handler_actors_on`](Self::handler_actors_on) and
-    /// [`handler_blocking`](Self::handler_blocking)).
-    pub fn handler_actors<A, F>(mut self, count: usize, factory: F) -> Self
-    where
-        A: Actor<Context = Context<A>> + Handler<Delivery>,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.handlers.add_factory(None, count, factory);
-        self
-    }
-
-    /// As [`handler_actors`](Self::handler_actors), started (and restarted) on `arbiter`: their
-    /// work then runs on that arbiter's thread, away from the connections.
-    pub fn handler_actors_on<A, F>(
-        mut self,
-        arbiter: ArbiterHandle,
-        count: usize,
-        factory: F,
-    ) -> Self
-    where
-        A: Actor<Context = Context<A>> + Handler<Delivery>,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.handlers.add_factory(Some(arbiter), count, factory);
-        self
-    }
-
-    /// Handles deliveries with blocking code on `threads` threads of their own, each with a
-    /// handler made by `factory` (a closure `FnMut(Delivery) -> HandlerResult` is one). The
-    /// home for blocking I/O and heavy CPU work: the connections' heartbeats, RDY and FIN go on
-    /// while the handlers block. A panic is caught: the message is requeued with backoff and
-    /// that thread's handler is replaced by a fresh one ([`HandlerEvent::Restarted`](crate::HandlerEvent::Restarted)).
-    ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), actix_nsq::Error> {
-    /// use actix_nsq::{Consumer, Delivery};
-    ///
-    /// let consumer = Consumer::builder("events", "archiver")
-    ///     .nsqd("127.0.0.1:4150")
-    ///     .handler_blocking(4, || {
-    ///         |delivery: Delivery| {
-    ///             std::fs::write("/tmp/last", delivery.body())?; // blocking is fine here
-    ///             Ok(())
-    ///         }
-    ///     })
-    ///     .start()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn handler_blocking<H, F>(mut self, threads: usize, factory: F) -> Self
-    where
-        H: BlockingHandler,
-        F: Fn() -> H + Send + Sync + 'static,
-    {
-        self.handlers.set_blocking(threads, factory);
-        self
-    }
-
-    /// The restart budget of supervised handler actors: at most `max_restarts` restarts of one
-    /// actor within `within` (default 10 within 60 s). Past it, that actor is restarted again
-    /// once the oldest restart leaves the window ([`HandlerEvent::RestartBudgetExhausted`](crate::HandlerEvent::RestartBudgetExhausted)).
-    pub fn handler_restarts(mut self, max_restarts: u32, within: Duration) -> Self {
-        self.handlers.budget = RestartBudget {
-            max_restarts,
-            within,
-        };
-        self
-    }
-
-    /// Handles deliveries with an async closure (replaces any earlier closure). It runs on the
-    /// consumer's thread and must not block (await instead, or use
-    /// [`handler_blocking`](Self::handler_blocking)). A panic in it is caught: the message is
-    /// requeued with backoff.
-    pub fn handler_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.handlers.set_closure(f);
-        self
-    }
-
-    /// Where messages past `max_attempts` go: an actor answering [`GiveUp`] (`Ok` finishes the
-    /// message, `Err` requeues it). Without a hook they are logged and finished.
-    pub fn give_up(mut self, recipient: Recipient<GiveUp>) -> Self {
-        self.give_up = GiveUpHook::Recipient(recipient);
-        self
-    }
-
-    /// As [`give_up`](Self::give_up), with an async closure.
-    pub fn give_up_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.give_up = GiveUpHook::closure(f);
-        self
+    crate::handler_setters::handler_setters! {
+        /// ```no_run
+        /// # fn demo() -> Result<(), actix_nsq::Error> {
+        /// use actix_nsq::{Consumer, Delivery};
+        ///
+        /// let consumer = Consumer::builder("events", "archiver")
+        ///     .nsqd("127.0.0.1:4150")
+        ///     .handler_blocking(4, || {
+        ///         |delivery: Delivery| {
+        ///             std::fs::write("/tmp/last", delivery.body())?; // blocking is fine here
+        ///             Ok(())
+        ///         }
+        ///     })
+        ///     .start()?;
+        /// # Ok(()) }
+        /// ```
     }
 
     /// go-nsq `max_attempts` (default 5, 0 = unlimited, at most 65535).
@@ -409,6 +305,11 @@ impl ConsumerBuilder {
     /// The handlers started by [`start`](Self::start).
     pub(crate) fn handler_sink(&self) -> HandlerSink {
         self.handlers.started()
+    }
+
+    /// Used by the shared `give_up`/`give_up_fn` setters.
+    fn set_give_up(&mut self, hook: GiveUpHook) {
+        self.give_up = hook;
     }
 }
 

@@ -10,8 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{
-    command_has_body, Batch, Body, Channel, Command, Frame, IdentifyRequest, Inbound, MessageId,
-    ServerCodec, Topic,
+    server_codec::{command_has_body, Inbound, ServerCodec},
+    Batch, Body, Channel, Command, Frame, IdentifyRequest, MessageId, Topic,
 };
 use crate::error::{Error, ProtocolError};
 

@@ -77,18 +77,17 @@
 //! # Consuming
 //!
 //! [`RsmqConsumer`] receives from a queue and feeds the crate's handler contract
-//! ([`Delivery`](crate::Delivery), handler actors or closures), with a concurrency bound,
-//! checked answers, auto-extension, give-up hooks and dead-letter queues, realtime wake-ups and
-//! a graceful stop.
+//! ([`Delivery`](crate::Delivery); handler actors, supervised or not, closures or blocking
+//! handlers, set as on the NSQ [`ConsumerBuilder`](crate::ConsumerBuilder)), with a
+//! concurrency bound, checked answers, auto-extension, give-up hooks and dead-letter queues,
+//! realtime wake-ups and a graceful stop. Like [`Consumer`](crate::Consumer) it is a cheap
+//! handle: [`stop`](RsmqConsumer::stop) / [`stop_within`](RsmqConsumer::stop_within),
+//! [`stats`](RsmqConsumer::stats), and [events](RsmqConsumerEvent) from the builder.
 //!
 //! Needs Redis 5 or later. The client is async on tokio and runs in an actix `System` too.
 
 mod client;
 mod consumer;
-mod consumer_actor;
-mod consumer_answer;
-mod consumer_builder;
-mod consumer_wake;
 mod id;
 mod messages;
 mod realtime;
@@ -98,9 +97,7 @@ mod types;
 mod validate;
 
 pub use client::{Rsmq, RsmqBuilder};
-pub use consumer::{
-    RsmqConsumer, RsmqConsumerBuilder, RsmqConsumerEvent, RsmqConsumerHandle, RsmqConsumerStats,
-};
+pub use consumer::{RsmqConsumer, RsmqConsumerBuilder, RsmqConsumerEvent, RsmqConsumerStats};
 pub use realtime::{Notification, Notifications};
 pub use types::{
     DeleteOutcome, MaxSize, QueueAttributes, QueueChanges, QueueOptions, RsmqMessage,

@@ -32,6 +32,6 @@ pub use mock::{Answer, HandlerOutcome, MockDelivery};
 pub use mock_nsqd::{MockLink, MockNsqd};
 
 pub use nsqd::{
-    ChannelStats, ClientId, ClientInfo, ClientState, RecordedCommand, TestNsqd, TestNsqdBuilder,
-    TopicStats, NSQD_VERSION,
+    ChannelSnapshot, ClientId, ClientInfo, ClientState, RecordedCommand, TestNsqd, TestNsqdBuilder,
+    TopicSnapshot, NSQD_VERSION,
 };

@@ -85,6 +85,7 @@ fn root_store(certs: &[CertificateDer<'static>], built_in: bool) -> Result<RootC
 /// # }
 /// ```
 #[derive(Clone)]
+#[must_use = "settings do nothing until passed on"]
 pub struct TlsConfig {
     roots: Vec<CertificateDer<'static>>,
     built_in_roots: bool,

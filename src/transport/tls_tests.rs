@@ -151,7 +151,7 @@ fn bad_pem_is_a_clear_tls_error() {
 #[test]
 fn reads_pem_files_and_names_the_missing_one() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testing/certs/");
-    TlsConfig::new()
+    let _loaded = TlsConfig::new()
         .add_root_certificate_pem_file(format!("{dir}ca.pem"))
         .unwrap()
         .client_certificate_pem_file(format!("{dir}client.pem"), format!("{dir}client.key"))

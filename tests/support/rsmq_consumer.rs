@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, Context, Handler, Message, Recipient};
 use actix_nsq::{
-    rsmq::{QueueOptions, Rsmq, RsmqConsumerEvent, RsmqConsumerHandle},
+    rsmq::{QueueOptions, Rsmq, RsmqConsumer, RsmqConsumerEvent},
     Delivery, HandlerResult,
 };
 use redis::AsyncCommands;
@@ -156,6 +156,6 @@ impl Handler<Halt> for Worker {
 }
 
 /// Stops a consumer, expecting a clean drain.
-pub(crate) async fn stop(consumer: &RsmqConsumerHandle) {
-    assert_eq!(consumer.stop(Duration::from_secs(10)).await, 0);
+pub(crate) async fn stop(consumer: &RsmqConsumer) {
+    assert_eq!(consumer.stop_within(Duration::from_secs(10)).await, 0);
 }

@@ -77,6 +77,7 @@ impl State {
 
 /// Configures and starts a [`TestLookupd`]; the lifetimes default to nsqlookupd's.
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct TestLookupdBuilder {
     http_address: SocketAddr,
     lifetimes: Lifetimes,

@@ -87,6 +87,7 @@ impl Options {
 /// Configures and starts a [`TestNsqd`]. Every option mirrors an nsqd flag and defaults to
 /// nsqd's default, except the address (`127.0.0.1:0`) and the queue scan interval.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct TestNsqdBuilder {
     opts: Options,
 }
