@@ -6,7 +6,7 @@ mod support;
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -27,6 +27,8 @@ struct Running {
     now: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     handled: Arc<AtomicUsize>,
+    /// While set, handlers do not finish (they wait for it to clear).
+    held: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -34,6 +36,9 @@ impl Running {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         self.handled.fetch_add(1, Ordering::SeqCst);
+        while self.held.load(Ordering::SeqCst) {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
         self.now.fetch_sub(1, Ordering::SeqCst);
         Ok(())
@@ -123,6 +128,73 @@ async fn a_server_ignoring_rdy_runs_at_most_max_in_flight_closures() {
 #[actix_rt::test]
 async fn a_server_ignoring_rdy_runs_at_most_max_in_flight_actors() {
     a_server_ignoring_rdy_runs_at_most_max_in_flight_handlers(|builder, running| {
+        builder.handler(Concurrent(running).start().recipient())
+    })
+    .await;
+}
+
+/// Two nsqd, max_in_flight 3. The first link has RDY 3 and three handlers busy when the second
+/// nsqd is added: its share (RDY 1) may only be granted once the first link has written its
+/// lower RDY 2 and one of its three messages is done, or nsqd could run a fourth handler (it
+/// did: the new link's own RDY 1 went out at once, the old link's lower later, through its
+/// mailbox). Handlers are held while the second link connects, so no FIN is in flight then.
+async fn two_nsqd_never_run_more_than_max_in_flight_handlers(
+    with_handler: impl FnOnce(ConsumerBuilder, Running) -> ConsumerBuilder,
+) {
+    const MAX_IN_FLIGHT: usize = 3;
+    const EACH: u64 = 15;
+    let (first, second) = (TestNsqd::start().unwrap(), TestNsqd::start().unwrap());
+    for i in 0..EACH {
+        first.publish("events", format!("a{i}")).unwrap();
+        second.publish("events", format!("b{i}")).unwrap();
+    }
+    let running = Running::default();
+    running.held.store(true, Ordering::SeqCst);
+    let builder = Consumer::builder("events", "c")
+        .nsqd(first.addr().to_string())
+        .connection(ConnectionConfig::new().reconnect(fast_reconnect()))
+        .max_in_flight(MAX_IN_FLIGHT as u32);
+    let consumer = with_handler(builder, running.clone()).start().unwrap();
+    assert!(eventually(|| running.now.load(Ordering::SeqCst) == MAX_IN_FLIGHT).await);
+
+    consumer.connect_nsqd(second.addr().to_string());
+    assert!(eventually(|| second.clients().len() == 1).await);
+    // Give a wrongly granted RDY time to bring a message to a fourth handler.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(running.now.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    assert!(
+        !lines(&second)
+            .iter()
+            .any(|l| l.starts_with("RDY") && l != "RDY 0"),
+        "the second link got RDY while the first still had 3 handlers: {:?}",
+        lines(&second)
+    );
+
+    running.held.store(false, Ordering::SeqCst);
+    let all_done = || {
+        first.finished_count("events", "c") == EACH && second.finished_count("events", "c") == EACH
+    };
+    assert!(eventually(all_done).await, "both nsqd served");
+    assert!(lines(&second).contains(&"RDY 1".to_owned()));
+    assert_eq!(
+        running.peak.load(Ordering::SeqCst),
+        MAX_IN_FLIGHT,
+        "handlers at once: never more than max_in_flight (and it was reached)"
+    );
+    consumer.stop().await;
+}
+
+#[actix_rt::test]
+async fn two_nsqd_never_run_more_than_max_in_flight_closures() {
+    two_nsqd_never_run_more_than_max_in_flight_handlers(|builder, running| {
+        builder.handler_fn(move |_| running.clone().handle())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn two_nsqd_never_run_more_than_max_in_flight_actors() {
+    two_nsqd_never_run_more_than_max_in_flight_handlers(|builder, running| {
         builder.handler(Concurrent(running).start().recipient())
     })
     .await;

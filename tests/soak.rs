@@ -411,9 +411,12 @@ async fn chaos_soak() {
             &missing[..missing.len().min(20)]
         );
         // The consumer's own Σ RDY. The per-link counters are read one by one from another
-        // thread, so their sum is not a snapshot; it is printed, not asserted. Whether the
-        // wire ever carries more is tests/soak_faults.rs
-        // `rdy_is_lowered_on_one_link_before_it_is_raised_on_another`.
+        // thread, so their sum is not a snapshot: read one link before its lower is written
+        // and another after the raise that waited for it, and the sum exceeds max_in_flight
+        // though the wire never did. So it is printed, not asserted. Whether the wire ever
+        // carries more is tests/soak_faults.rs
+        // `rdy_is_lowered_on_one_link_before_it_is_raised_on_another` (and the RDY policy's
+        // property (w), src/rdy/tests/props.rs).
         assert!(
             total_rdy <= u64::from(MAX_IN_FLIGHT),
             "{channel}: Σ RDY reached {total_rdy}; {context}"

@@ -121,14 +121,17 @@ impl ConnectionEvent {
     }
 }
 
-/// Set the RDY of link `link` (the number of messages nsqd may have in flight on it). Clamped
-/// to nsqd's `max_rdy_count`; a value equal to the current one sends nothing. Ignored when the
-/// link is no longer the connection's current one.
+/// The flow policy changed the RDY of link `link` (the number of messages nsqd may have in
+/// flight on it) while handling another link's event: ask it for the count
+/// ([`Flow::rdy_due`](super::Flow::rdy_due)) and write it. The count is asked for, not
+/// carried, so a stale one never reaches the wire and the policy knows when the change is
+/// there (it hands out what a lower frees only then). Clamped to nsqd's `max_rdy_count`; a
+/// value equal to the current one sends nothing. Ignored when the link is no longer the
+/// connection's current one.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct SetRdy {
     pub(crate) link: crate::rdy::LinkId,
-    pub(crate) count: u32,
 }
 
 /// Write a command that nsqd answers with `OK` or an error (PUB, MPUB, DPUB), and wait for

@@ -319,12 +319,16 @@ impl Supervised for NsqdConnection {
 impl Handler<SetRdy> for NsqdConnection {
     type Result = ();
 
-    fn handle(&mut self, SetRdy { link, count }: SetRdy, ctx: &mut Self::Context) {
-        if self
+    fn handle(&mut self, SetRdy { link }: SetRdy, ctx: &mut Self::Context) {
+        if !self
             .link
             .as_ref()
             .is_some_and(|l| l.in_flow && l.id == link)
         {
+            return;
+        }
+        let due = self.subscription.as_ref().map(|s| s.flow.clone());
+        if let Some(count) = due.and_then(|flow| flow.rdy_due(link)) {
             self.set_rdy(count, ctx);
         }
     }

@@ -26,6 +26,11 @@ pub(crate) trait Flow {
     /// The link is gone but its handlers still work on what it delivered: its in-flight
     /// messages keep their slots until each is `done` (or `disconnected` is called).
     fn lost(&self, link: LinkId);
+    /// A [`SetRdy`] reached link `link`: returns the RDY to write on it now (the latest the
+    /// policy decided), which the policy counts as written from here on. Slots a lower gives
+    /// up are handed to other links only after this, so the RDY on the wire never adds up
+    /// past `max_in_flight` while it moves between links.
+    fn rdy_due(&self, link: LinkId) -> Option<u32>;
     /// A message arrived; returns a new RDY for this link, if it changes.
     fn received(&self, link: LinkId) -> Option<u32>;
     /// A message was answered; called before the FIN/REQ is written. Returns a new RDY for

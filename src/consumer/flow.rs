@@ -102,15 +102,18 @@ impl FlowCore {
 
     /// Carries out the policy's actions; returns the RDY for the calling link, if any, for it
     /// to write itself (it is inside its own handler and must write before its FIN/REQ).
+    /// Other links are only told that their RDY changed: each asks for the count when it
+    /// handles the message ([`Flow::rdy_due`]), so it writes the latest decision, and the
+    /// policy learns when the change is on the wire.
     fn apply(&self, actions: Vec<RdyAction>, caller: Option<LinkId>) -> Option<u32> {
         let mut own = None;
         for action in actions {
             match action {
                 RdyAction::SendRdy { conn, count } if Some(conn) == caller => own = Some(count),
-                RdyAction::SendRdy { conn, count } => {
+                RdyAction::SendRdy { conn, .. } => {
                     let link = self.links.borrow().get(&conn).and_then(|l| l.upgrade());
                     if let Some(recipient) = link {
-                        recipient.do_send(SetRdy { link: conn, count });
+                        recipient.do_send(SetRdy { link: conn });
                     }
                 }
                 RdyAction::StartBackoffTimer(pause) => self.notify(FlowNotice::Timer(pause)),
@@ -168,6 +171,13 @@ impl Flow for FlowCore {
         self.links.borrow_mut().remove(&link);
         let actions = self.policy.borrow_mut().lost(link, Instant::now());
         self.apply(actions, None);
+    }
+
+    fn rdy_due(&self, link: LinkId) -> Option<u32> {
+        let actions = self.policy.borrow_mut().written(link, Instant::now());
+        self.apply(actions, Some(link));
+        // The latest decision, whether or not this turn changed it again.
+        self.policy.borrow().decided_rdy(link)
     }
 
     fn received(&self, link: LinkId) -> Option<u32> {
