@@ -111,6 +111,8 @@
 //!
 //! * `testing`: the `testing` module, the in-process nsqd and nsqlookupd and the handler mock.
 //! * `rsmq`: the `rsmq` module, the RSMQ client and consumer (adds the `redis` crate).
+//! * `metrics`: counters, gauges and histograms through the `metrics` facade, labelled by
+//!   topic, channel and nsqd, for any exporter; see the [`metrics`](crate::metrics) module.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -128,6 +130,9 @@ mod error;
 mod handler;
 pub mod http;
 mod lookup;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod producer;
 pub mod protocol;
 mod rdy;
