@@ -189,3 +189,105 @@ impl HandlerTimer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+
+    /// `(name, nsqd label) -> value`, as recorded since the last call (the debugging recorder
+    /// resets counters and gauges when it takes a snapshot).
+    fn taken(snapshotter: &Snapshotter) -> HashMap<(String, String), DebugValue> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let nsqd = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "nsqd")
+                    .map_or(String::new(), |l| l.value().to_owned());
+                ((key.key().name().to_owned(), nsqd), value)
+            })
+            .collect()
+    }
+
+    fn counter(values: &HashMap<(String, String), DebugValue>, name: &str, nsqd: &str) -> u64 {
+        match values.get(&(name.to_owned(), nsqd.to_owned())) {
+            Some(DebugValue::Counter(n)) => *n,
+            other => panic!("{name} {nsqd}: {other:?}"),
+        }
+    }
+
+    fn gauge(values: &HashMap<(String, String), DebugValue>, name: &str, nsqd: &str) -> f64 {
+        match values.get(&(name.to_owned(), nsqd.to_owned())) {
+            Some(DebugValue::Gauge(n)) => n.into_inner(),
+            other => panic!("{name} {nsqd}: {other:?}"),
+        }
+    }
+
+    fn conn(received: u64, in_flight: u32) -> Arc<ConnCounters> {
+        let counters = ConnCounters {
+            received: AtomicU64::new(received),
+            ..ConnCounters::default()
+        };
+        counters.in_flight.store(in_flight, Relaxed);
+        Arc::new(counters)
+    }
+
+    #[test]
+    fn samples_report_deltas_once_and_retire_connections_that_went() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let topic = Topic::new("t").unwrap();
+            let channel = Channel::new("c").unwrap();
+            let mut metrics = ConsumerMetrics::new(&topic, &channel);
+            let a: Arc<str> = Arc::from("a:4150");
+            let first = conn(3, 2);
+            let shared = Mutex::new(vec![(a.clone(), first.clone())]);
+
+            metrics.sample(&shared, 1);
+            let values = taken(&snapshotter);
+            assert_eq!(counter(&values, MESSAGES_RECEIVED, "a:4150"), 3);
+            assert_eq!(gauge(&values, IN_FLIGHT, "a:4150"), 2.0);
+            assert_eq!(gauge(&values, BACKOFF_LEVEL, ""), 1.0);
+
+            // Only what was gained since the last sample; nothing twice.
+            first.received.store(5, Relaxed);
+            metrics.sample(&shared, 0);
+            assert_eq!(
+                counter(&taken(&snapshotter), MESSAGES_RECEIVED, "a:4150"),
+                2
+            );
+            metrics.sample(&shared, 0);
+            assert_eq!(
+                counter(&taken(&snapshotter), MESSAGES_RECEIVED, "a:4150"),
+                0
+            );
+
+            // A new connection to the same nsqd starts from zero: the old one's last gain
+            // and the new one's count, not the new count minus the old.
+            first.received.store(6, Relaxed);
+            let second = conn(1, 4);
+            *shared.lock().unwrap() = vec![(a.clone(), second.clone())];
+            metrics.sample(&shared, 0);
+            let values = taken(&snapshotter);
+            assert_eq!(counter(&values, MESSAGES_RECEIVED, "a:4150"), 2);
+            assert_eq!(gauge(&values, IN_FLIGHT, "a:4150"), 4.0);
+
+            // Gone from the list: its last gain is reported and its gauges go to zero.
+            second.received.store(4, Relaxed);
+            shared.lock().unwrap().clear();
+            metrics.sample(&shared, 0);
+            let values = taken(&snapshotter);
+            assert_eq!(counter(&values, MESSAGES_RECEIVED, "a:4150"), 3);
+            assert_eq!(gauge(&values, IN_FLIGHT, "a:4150"), 0.0);
+            assert!(metrics.conns.is_empty());
+        });
+    }
+}
