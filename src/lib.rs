@@ -112,7 +112,7 @@
 //! * `testing`: the `testing` module, the in-process nsqd and nsqlookupd and the handler mock.
 //! * `rsmq`: the `rsmq` module, the RSMQ client and consumer (adds the `redis` crate).
 //! * `metrics`: counters, gauges and histograms through the `metrics` facade, labelled by
-//!   topic, channel and nsqd, for any exporter; see the [`metrics`](crate::metrics) module.
+//!   topic, channel and nsqd, for any exporter; see the `metrics` module.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
