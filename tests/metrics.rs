@@ -230,6 +230,9 @@ fn publish_errors_are_counted_by_nsqd_and_kind() {
         ),
         1
     );
+    // E_INVALID is fatal: nsqd closed the link, and the producer reconnected.
+    let reconnects = format!("{}{{nsqd=\"{addr}\"}}", names::PRODUCER_RECONNECTS);
+    assert_eq!(counter(&values, &reconnects), 1);
     // Nothing reached an nsqd: counted under nsqd="none", with why.
     let unrouted = unrouted.expect("the publish ran");
     assert!(
@@ -261,6 +264,7 @@ fn describe_gives_every_metric_a_help_text() {
             names::MESSAGES_REQUEUED,
             names::MESSAGES_GIVEN_UP,
             names::RECONNECTS,
+            names::PRODUCER_RECONNECTS,
             names::PUBLISH_ERRORS,
         ] {
             metrics::counter!(name).increment(1);
@@ -273,7 +277,7 @@ fn describe_gives_every_metric_a_help_text() {
         }
     });
     let snapshot = snapshotter.snapshot().into_vec();
-    assert_eq!(snapshot.len(), 11);
+    assert_eq!(snapshot.len(), 12);
     for (key, unit, description, _) in snapshot {
         let name = key.key().name();
         assert!(description.is_some_and(|d| !d.is_empty()), "{name}");

@@ -5,7 +5,7 @@
 //!
 //! Every consumer metric carries the labels `topic`, `channel` and `nsqd` (the nsqd's
 //! `host:port`), except the backoff level, which belongs to the whole consumer (`topic`,
-//! `channel`). Publish metrics carry `topic` and `nsqd`.
+//! `channel`). Publish metrics carry `topic` and `nsqd`; a producer's reconnects `nsqd` alone.
 //!
 //! | name | kind | what |
 //! | --- | --- | --- |
@@ -17,7 +17,8 @@
 //! | [`nsq_rdy`](RDY) | gauge | the RDY count last sent on the connection |
 //! | [`nsq_in_flight`](IN_FLIGHT) | gauge | messages delivered and not yet answered |
 //! | [`nsq_backoff_level`](BACKOFF_LEVEL) | gauge | the consumer's backoff level (0: not backing off) |
-//! | [`nsq_reconnects_total`](RECONNECTS) | counter | links lost and re-established |
+//! | [`nsq_reconnects_total`](RECONNECTS) | counter | a consumer's links lost and re-established |
+//! | [`nsq_producer_reconnects_total`](PRODUCER_RECONNECTS) | counter | a producer's links lost and re-established (`nsqd` only) |
 //! | [`nsq_publish_seconds`](PUBLISH_SECONDS) | histogram | from writing a PUB/MPUB/DPUB to nsqd's answer |
 //! | [`nsq_publish_errors_total`](PUBLISH_ERRORS) | counter | failed publish attempts, with an `error` label |
 //!
@@ -47,7 +48,7 @@ use std::time::Duration;
 use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub(crate) use consumer::{ConsumerMetrics, HandlerMetrics, HandlerTimer};
-pub(crate) use producer::{publish_answered, publish_unrouted};
+pub(crate) use producer::{link_lost, publish_answered, publish_unrouted};
 
 /// Counter: messages nsqd delivered (`topic`, `channel`, `nsqd`).
 pub const MESSAGES_RECEIVED: &str = "nsq_messages_received_total";
@@ -72,6 +73,9 @@ pub const BACKOFF_LEVEL: &str = "nsq_backoff_level";
 /// Counter: a consumer connection's links lost and re-established (`topic`, `channel`,
 /// `nsqd`).
 pub const RECONNECTS: &str = "nsq_reconnects_total";
+/// Counter: a producer's links lost and re-established (`nsqd`; a producer has no topic or
+/// channel of its own).
+pub const PRODUCER_RECONNECTS: &str = "nsq_producer_reconnects_total";
 /// Histogram, seconds: from handing a PUB, MPUB or DPUB to a connection until nsqd's answer
 /// (`OK` or an `E_*` error), per attempt (`topic`, `nsqd`).
 pub const PUBLISH_SECONDS: &str = "nsq_publish_seconds";
@@ -98,6 +102,10 @@ pub fn describe() {
             "Messages past max_attempts handed to the give-up hook",
         ),
         (RECONNECTS, "Consumer links lost and re-established"),
+        (
+            PRODUCER_RECONNECTS,
+            "Producer links lost and re-established",
+        ),
         (PUBLISH_ERRORS, "Publish attempts that failed"),
     ];
     for (name, help) in counters {

@@ -1,11 +1,11 @@
 //! Publish metrics, recorded by `Producer::send` around each attempt.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use ::metrics::{counter, histogram, Label, SharedString};
 use actix::MailboxError;
 
-use super::{PUBLISH_ERRORS, PUBLISH_SECONDS};
+use super::{PRODUCER_RECONNECTS, PUBLISH_ERRORS, PUBLISH_SECONDS};
 use crate::{error::Error, protocol::Command};
 
 fn topic_label(command: &Command) -> Label {
@@ -44,7 +44,7 @@ fn count_error(command: &Command, nsqd: SharedString, error: &'static str) {
 /// One attempt on `nsqd` came back (or timed out): its latency when nsqd answered, `OK` or
 /// `E_*`; an error count when it failed.
 pub(crate) fn publish_answered<T>(
-    nsqd: &std::sync::Arc<str>,
+    nsqd: &Arc<str>,
     command: &Command,
     started: Instant,
     answer: &Result<Result<Result<(), Error>, MailboxError>, T>,
@@ -66,6 +66,14 @@ pub(crate) fn publish_answered<T>(
         Err(_) => "timeout",
     };
     count_error(command, nsqd, error);
+}
+
+/// A link was lost (and is being re-established). A consumer's are sampled from its
+/// counters with its topic and channel; a producer's are counted here, by nsqd alone.
+pub(crate) fn link_lost(subscription: Option<&crate::conn::Subscription>, nsqd: &Arc<str>) {
+    if subscription.is_none() {
+        counter!(PRODUCER_RECONNECTS, "nsqd" => SharedString::from(nsqd.clone())).increment(1);
+    }
 }
 
 /// No nsqd could be given the publish (none up in time, all refuse it as too big, stopped).
