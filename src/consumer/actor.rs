@@ -476,7 +476,7 @@ impl Handler<Stop> for ConsumerActor {
             .into_actor(self)
             .map(|abandoned, act, ctx| {
                 #[cfg(feature = "metrics")]
-                act.sample_metrics(); // the counts since the last tick
+                act.metrics.stopped(&act.shared); // the counts since the last tick
                 act.conns.clear();
                 act.flow = None;
                 act.subscription = None;

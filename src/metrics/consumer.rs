@@ -135,6 +135,15 @@ impl ConsumerMetrics {
             sample.report();
         }
     }
+
+    /// The consumer stopped: the counts since the last sample are reported and every gauge
+    /// goes to zero (a stopped consumer has nothing in flight and no RDY out).
+    pub(crate) fn stopped(&mut self, shared: &Mutex<Vec<(Arc<str>, Arc<ConnCounters>)>>) {
+        self.sample(shared, 0);
+        for (_, conn) in self.conns.drain() {
+            conn.retire();
+        }
+    }
 }
 
 /// One consuming connection's handler histogram and give-up counter, shared (`Rc`) by its
@@ -288,6 +297,19 @@ mod tests {
             assert_eq!(counter(&values, MESSAGES_RECEIVED, "a:4150"), 3);
             assert_eq!(gauge(&values, IN_FLIGHT, "a:4150"), 0.0);
             assert!(metrics.conns.is_empty());
+
+            // Stopped: the last gains are reported and every gauge goes to zero.
+            let third = conn(2, 1);
+            third.rdy.store(5, Relaxed);
+            *shared.lock().unwrap() = vec![(a.clone(), third.clone())];
+            metrics.sample(&shared, 2); // RDY 5, backoff level 2
+            third.received.store(7, Relaxed);
+            metrics.stopped(&shared);
+            let values = taken(&snapshotter);
+            assert_eq!(counter(&values, MESSAGES_RECEIVED, "a:4150"), 7);
+            assert_eq!(gauge(&values, RDY, "a:4150"), 0.0);
+            assert_eq!(gauge(&values, IN_FLIGHT, "a:4150"), 0.0);
+            assert_eq!(gauge(&values, BACKOFF_LEVEL, ""), 0.0);
         });
     }
 }

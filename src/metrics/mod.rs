@@ -25,7 +25,8 @@
 //! How it stays cheap: message, RDY, in-flight, reconnect and backoff figures are the atomics
 //! the crate keeps anyway for [`Consumer::stats`](crate::Consumer::stats); the consumer's
 //! coordinator turns them into counter increments and gauge values once per
-//! [`SAMPLE_INTERVAL`] (and once more when the consumer stops, so nothing is left out). Only
+//! [`SAMPLE_INTERVAL`], and once more when the consumer stops, so nothing is left out (its
+//! gauges then go to zero). Only
 //! the handler time is measured per message, and the publish figures per publish. Metric
 //! handles are registered once per connection, with the recorder that is current on the
 //! thread that starts the consumer (the global one, or one set with
