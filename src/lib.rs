@@ -123,6 +123,8 @@
 //!
 //! * `testing`: the `testing` module, the in-process nsqd and nsqlookupd and the handler mock.
 //! * `rsmq`: the `rsmq` module, the RSMQ client and consumer (adds the `redis` crate).
+//! * `metrics`: counters, gauges and histograms through the `metrics` facade, labelled by
+//!   topic, channel and nsqd, for any exporter; see the `metrics` module.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::print_stdout))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -142,6 +144,9 @@ mod handler_setters;
 pub mod http;
 mod link;
 mod lookup;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod producer;
 pub mod protocol;
 mod rdy;

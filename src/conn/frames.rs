@@ -153,6 +153,11 @@ impl NsqdConnection {
             watch: Some(watch),
             give_up,
             failures: self.failures.clone(),
+            #[cfg(feature = "metrics")]
+            timer: self
+                .metrics
+                .as_ref()
+                .map(crate::metrics::HandlerMetrics::start),
         });
         if let Some(count) = rdy {
             self.set_rdy(count, ctx);

@@ -55,6 +55,8 @@ pub(crate) struct Settling {
     pub(crate) give_up: bool,
     /// Shared by the connection's deliveries (a reference count, no allocation per message).
     pub(crate) failures: Option<Rc<FailureReporter>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) timer: Option<crate::metrics::HandlerTimer>,
 }
 
 impl Future for Settling {
@@ -62,6 +64,8 @@ impl Future for Settling {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let handled = ready!(Pin::new(&mut self.dispatch).poll(cx));
+        #[cfg(feature = "metrics")]
+        crate::metrics::HandlerTimer::done(self.timer.take(), self.give_up);
         if let Some(watch) = self.watch.take() {
             if let Some(failures) = &self.failures {
                 failures.report(&watch, &handled);

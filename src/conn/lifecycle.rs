@@ -161,6 +161,8 @@ impl NsqdConnection {
             lost_in_flight,
         });
         self.counters.reconnects.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::metrics::link_lost(self.subscription.as_ref(), &self.addr);
         self.counters.connected.store(false, Relaxed);
         self.counters.rdy.store(0, Relaxed);
         self.counters.in_flight.store(0, Relaxed);

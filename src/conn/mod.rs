@@ -159,6 +159,9 @@ pub(crate) struct NsqdConnection {
     /// Whether [`driver::Background`] is spawned.
     background: bool,
     failures: Option<Rc<FailureReporter>>,
+    /// Handler time and give-ups of a consuming connection.
+    #[cfg(feature = "metrics")]
+    metrics: Option<Rc<crate::metrics::HandlerMetrics>>,
     /// How often `started()` ran: once, unless something genuinely stopped the actor.
     #[cfg(test)]
     starts: u32,
@@ -191,6 +194,11 @@ impl NsqdConnection {
             })
         });
         Self {
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::HandlerMetrics::for_connection(
+                params.subscription.as_ref(),
+                &params.addr,
+            ),
             id: params.id,
             addr: params.addr,
             config: params.config,

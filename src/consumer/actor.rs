@@ -71,6 +71,9 @@ pub(crate) struct ConsumerActor {
     requeries: RequeryLimiter,
     dormant: Dormant,
     stopping: bool,
+    /// Reported counts survive a restart with the actor's fields.
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::ConsumerMetrics,
     /// How often `started()` ran.
     #[cfg(test)]
     pub(super) starts: u32,
@@ -117,6 +120,8 @@ impl ConsumerActor {
             next_id: 0,
             events: builder.events.clone(),
             builder,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::ConsumerMetrics::new(&topic, &channel),
             topic,
             channel,
             discoverer: None,
@@ -319,10 +324,23 @@ impl ConsumerActor {
                 flow.tick()
             });
         }
+        #[cfg(feature = "metrics")]
+        ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, _| {
+            act.sample_metrics()
+        });
         if let Some(until) = self.backoff_until {
             let left = until.saturating_duration_since(Instant::now());
             ctx.run_later(left, |act, _| act.backoff_timer_fired());
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn sample_metrics(&mut self) {
+        let level = self
+            .state
+            .backoff_level
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics.sample(&self.shared, level);
     }
 
     fn backoff_timer_fired(&mut self) {
@@ -458,6 +476,8 @@ impl Handler<Stop> for ConsumerActor {
             }
             .into_actor(self)
             .map(|abandoned, act, ctx| {
+                #[cfg(feature = "metrics")]
+                act.metrics.stopped(&act.shared); // the counts since the last tick
                 act.conns.clear();
                 act.flow = None;
                 act.subscription = None;

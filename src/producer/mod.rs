@@ -317,12 +317,19 @@ impl Producer {
             RetryPolicy::AcceptDuplicates { attempts } => attempts,
         };
         loop {
-            let slot = self.connected_slot(deadline, &command).await?;
+            let slot = self.connected_slot(deadline, &command).await;
+            #[cfg(feature = "metrics")]
+            crate::metrics::publish_unrouted(&command, &slot);
+            let slot = slot?;
             let permit = timeout_at(deadline, slot.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| Error::Timeout("waiting for a publish slot"))?
                 .map_err(|_| Error::Stopped)?;
+            #[cfg(feature = "metrics")]
+            let started = std::time::Instant::now();
             let answer = timeout_at(deadline, slot.actor.send(Publish(command.clone()))).await;
+            #[cfg(feature = "metrics")]
+            crate::metrics::publish_answered(&slot.addr, &command, started, &answer);
             drop(permit);
             match answer {
                 Err(_) => return Err(Error::Timeout("waiting for nsqd to answer the publish")),
