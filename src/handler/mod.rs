@@ -113,6 +113,8 @@ pub(crate) fn settle(watch: &Watch, handled: &Handled, give_up: bool) {
 }
 
 impl HandlerSink {
+    /// A closure sink on its own (`MockDelivery`; builders go through [`Handlers`]).
+    #[cfg(any(feature = "testing", test))]
     pub(crate) fn closure<F, Fut>(f: F) -> Self
     where
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
