@@ -101,7 +101,7 @@ async fn a_panicking_handler_actor_is_restarted_and_only_its_message_counts() {
         .handler_actors(1, move || Indexer { seen: seen2.clone() })
         .start()
         .unwrap();
-    assert!(eventually(|| expect_all_six(&seen)).await, "{:?}", seen);
+    assert!(eventually(|| expect_all_six(&seen)).await, "{seen:?}");
     assert!(eventually(|| nsqd.finished_count("events", "tests") == 6).await);
     // The poison message failed once and succeeded on its second attempt; every other message
     // was handled on its first delivery, none was given up.
@@ -147,7 +147,7 @@ async fn a_panicking_handler_closure_requeues_only_its_message() {
         })
         .start()
         .unwrap();
-    assert!(eventually(|| expect_all_six(&seen)).await, "{:?}", seen);
+    assert!(eventually(|| expect_all_six(&seen)).await, "{seen:?}");
     assert!(eventually(|| nsqd.finished_count("events", "tests") == 6).await);
     assert_eq!(seen.lock().unwrap()["m0"], 2);
     assert_eq!(gave_up.load(Ordering::SeqCst), 0);
@@ -339,7 +339,7 @@ async fn a_panicking_blocking_handler_is_replaced_and_only_its_message_counts() 
         })
         .start()
         .unwrap();
-    assert!(eventually(|| expect_all_six(&seen)).await, "{:?}", seen);
+    assert!(eventually(|| expect_all_six(&seen)).await, "{seen:?}");
     assert!(eventually(|| nsqd.finished_count("events", "tests") == 6).await);
     assert_eq!(seen.lock().unwrap()["m0"], 2);
     assert_eq!(requeues(&nsqd), 1, "{:?}", lines(&nsqd));

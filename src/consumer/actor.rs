@@ -15,8 +15,8 @@ use std::{
 };
 
 use actix::{
-    ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseActFuture, Supervised, Supervisor, WrapFuture,
+    ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    Supervised, WrapFuture,
 };
 
 use super::{
@@ -30,8 +30,10 @@ use crate::{
         Close, ConnCounters, ConnId, ConnectionConfig, ConnectionEvent, ConnectionParams,
         NsqdConnection, Subscription,
     },
+    events::{Listeners, Tap},
     lookup::{Discovered, DiscoveryConfig, LookupdDiscoverer, Requery, StopDiscovery},
     protocol::{Channel, Topic},
+    runtime::start_supervised_in,
 };
 
 /// How an nsqd became known.
@@ -61,7 +63,12 @@ pub(crate) struct ConsumerActor {
     topic: Topic,
     channel: Channel,
     discoverer: Option<Addr<LookupdDiscoverer>>,
-    events: Option<Recipient<ConsumerEvent>>,
+    /// Everyone listening to the consumer; its connections send what they observe straight
+    /// to it (`tap`).
+    pub(super) listeners: Listeners<ConsumerEvent>,
+    tap: Rc<dyn Tap>,
+    /// The consumer's name in logs.
+    name: Arc<str>,
     shared: SharedConns,
     state: Arc<FlowState>,
     flow: Option<Rc<FlowCore>>,
@@ -108,13 +115,19 @@ impl ConsumerActor {
             builder.lookupd_poll_jitter,
         );
         let dormant = Dormant::new(FIRST_HOLD, builder.lookupd_poll_interval);
+        let listeners = Listeners::default();
+        for (recipient, interest) in &builder.listeners {
+            listeners.subscribe(recipient.clone(), *interest);
+        }
         Self {
             subscription: None,
             static_config,
             lookupd_config,
             conns: HashMap::new(),
             next_id: 0,
-            events: builder.events.clone(),
+            listeners: listeners.clone(),
+            tap: Rc::new(listeners),
+            name: Arc::from(builder.display_name()),
             builder,
             topic,
             channel,
@@ -131,9 +144,24 @@ impl ConsumerActor {
         }
     }
 
-    /// Starts the actor under a `Supervisor` in the current arbiter.
+    /// Starts the actor under a supervisor in the current arbiter, inside its span.
     pub(crate) fn start(self) -> Addr<Self> {
-        Supervisor::start(move |_| self)
+        let span = self.span(None);
+        start_supervised_in(span, move |_| self)
+    }
+
+    /// A span naming this consumer, and the nsqd for a connection's: every log line of its
+    /// coordinator and connections (with their handler dispatch) is inside one.
+    fn span(&self, nsqd: Option<&str>) -> tracing::Span {
+        let (name, topic, channel) = (&*self.name, self.topic.as_str(), self.channel.as_str());
+        match nsqd {
+            Some(nsqd) => {
+                tracing::info_span!(parent: None, "nsq_consumer", consumer = name, topic, channel, nsqd)
+            }
+            None => {
+                tracing::info_span!(parent: None, "nsq_consumer", consumer = name, topic, channel)
+            }
+        }
     }
 
     /// Whether any handler can take a message: while `false`, RDY 0 on every link, without
@@ -145,9 +173,7 @@ impl ConsumerActor {
     }
 
     pub(super) fn emit(&self, event: ConsumerEvent) {
-        if let Some(events) = &self.events {
-            events.do_send(event);
-        }
+        self.listeners.emit(event);
     }
 
     fn connect(&mut self, addr: &str, origin: Origin, ctx: &mut Context<Self>) {
@@ -171,7 +197,9 @@ impl ConsumerActor {
             config,
             subscription: Some(subscription),
             events: Some(ctx.address().recipient()),
+            tap: Some(self.tap.clone()),
             counters: counters.clone(),
+            span: self.span(Some(&addr)),
         });
         if let Ok(mut shared) = self.shared.lock() {
             shared.push((addr.clone(), counters));
@@ -283,6 +311,7 @@ impl ConsumerActor {
             channel: self.channel.clone(),
             handler,
             give_up: self.builder.give_up.clone(),
+            hooks: self.builder.hooks.clone(),
             max_attempts: self.builder.max_attempts,
             default_requeue_delay: self.builder.default_requeue_delay,
             max_requeue_delay: self.builder.max_requeue_delay,
@@ -304,7 +333,10 @@ impl ConsumerActor {
                 authorization_over_http: self.builder.lookupd_authorization_over_http,
             };
             let consumer = ctx.address().recipient();
-            let discoverer = Supervisor::start(move |_| LookupdDiscoverer::new(config, consumer));
+            let span = tracing::info_span!(parent: None, "nsq_discovery",
+                consumer = &*self.name, topic = self.topic.as_str(), channel = self.channel.as_str());
+            let discoverer =
+                start_supervised_in(span, move |_| LookupdDiscoverer::new(config, consumer));
             self.discoverer = Some(discoverer);
         }
     }
@@ -460,6 +492,8 @@ impl Handler<Stop> for ConsumerActor {
                 act.conns.clear();
                 act.flow = None;
                 act.subscription = None;
+                tracing::info!(abandoned, "consumer stopped");
+                act.emit(ConsumerEvent::Stopped { abandoned });
                 ctx.stop();
                 abandoned
             }),
