@@ -155,12 +155,10 @@ impl ConsumerActor {
     fn span(&self, nsqd: Option<&str>) -> tracing::Span {
         let (name, topic, channel) = (&*self.name, self.topic.as_str(), self.channel.as_str());
         match nsqd {
-            Some(nsqd) => {
-                tracing::info_span!(parent: None, "nsq_consumer", consumer = name, topic, channel, nsqd)
-            }
-            None => {
-                tracing::info_span!(parent: None, "nsq_consumer", consumer = name, topic, channel)
-            }
+            Some(nsqd) => tracing::info_span!(parent: None, "nsq_consumer",
+                consumer = %name, topic = %topic, channel = %channel, nsqd = %nsqd),
+            None => tracing::info_span!(parent: None, "nsq_consumer",
+                consumer = %name, topic = %topic, channel = %channel),
         }
     }
 
@@ -291,6 +289,9 @@ impl Supervised for ConsumerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // A scheduled requery died with the context; the next lost connection asks again.
         self.requeries.timer_lost();
+        if self.stopping {
+            return; // the graceful stop ended the actor; nothing is wrong
+        }
         tracing::warn!(topic = %self.topic, channel = %self.channel, "consumer coordinator restarting");
     }
 }
@@ -334,7 +335,7 @@ impl ConsumerActor {
             };
             let consumer = ctx.address().recipient();
             let span = tracing::info_span!(parent: None, "nsq_discovery",
-                consumer = &*self.name, topic = self.topic.as_str(), channel = self.channel.as_str());
+                consumer = %self.name, topic = %self.topic, channel = %self.channel);
             let discoverer =
                 start_supervised_in(span, move |_| LookupdDiscoverer::new(config, consumer));
             self.discoverer = Some(discoverer);
