@@ -492,9 +492,11 @@ impl Handler<Stop> for ConsumerActor {
             .map(|abandoned, act, ctx| {
                 act.conns.clear();
                 act.flow = None;
-                act.subscription = None;
-                tracing::info!(abandoned, "consumer stopped");
-                act.emit(ConsumerEvent::Stopped { abandoned });
+                // Only the first stop to complete reports it: `Stopped` is the last event.
+                if act.subscription.take().is_some() {
+                    tracing::info!(abandoned, "consumer stopped");
+                    act.emit(ConsumerEvent::Stopped { abandoned });
+                }
                 ctx.stop();
                 abandoned
             }),

@@ -14,8 +14,9 @@ use crate::{conn::ConnectionEvent, error::Error, events::MessageEvent, handler::
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub enum ConsumerEvent {
-    /// A connection event: connected, disconnected, reconnecting, gave up, a non-fatal server
-    /// error, a handler failure, closed.
+    /// A connection event: identify and AUTH results, connected, heartbeat, response,
+    /// disconnected, reconnecting, gave up, a non-fatal server error, a handler failure,
+    /// closed.
     Connection(ConnectionEvent),
     /// Handlers are failing: every connection went to RDY 0 for `pause`, after which one
     /// connection gets RDY 1 to test the waters.

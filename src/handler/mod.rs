@@ -540,6 +540,56 @@ mod tests {
         ));
     }
 
+    fn make(body: bytes::Bytes) -> (Delivery, Watch) {
+        let meta = Meta {
+            id: DeliveryId::Text("id".into()),
+            body,
+            attempts: 1,
+            timestamp_nanos: 0,
+            source: "test".into(),
+        };
+        Delivery::new(meta, Arc::new(Recorder::default()))
+    }
+
+    #[test]
+    fn hooks_transform_then_validate_and_a_panic_rejects() {
+        let hooks = Hooks {
+            preprocess: Some(Arc::new(|b: bytes::Bytes| {
+                assert!(&b[..] != b"explode", "preprocess blew up");
+                bytes::Bytes::from(b.to_ascii_uppercase())
+            })),
+            validate: Some(Arc::new(|d: &Delivery| match &d.body()[..] {
+                b"BAD" => Err("bad".to_owned()),
+                b"PANIC" => panic!("validate blew up"),
+                _ => Ok(()),
+            })),
+            give_up_rejected: false,
+        };
+        let prepare = |body: &'static [u8]| {
+            let (delivery, _watch, rejected) = hooks.prepare(bytes::Bytes::from_static(body), make);
+            (delivery.body().clone(), rejected)
+        };
+        assert_eq!(prepare(b"ok"), (bytes::Bytes::from_static(b"OK"), None));
+        assert_eq!(prepare(b"bad").1.as_deref(), Some("bad"));
+        let (body, rejected) = prepare(b"explode");
+        assert_eq!(
+            &body[..],
+            b"explode",
+            "a failed transform leaves the body as it came"
+        );
+        assert_eq!(
+            rejected.as_deref(),
+            Some("preprocess panicked: preprocess blew up")
+        );
+        assert_eq!(
+            prepare(b"panic").1.as_deref(),
+            Some("validate panicked: validate blew up")
+        );
+        let none = Hooks::default();
+        let (delivery, _watch, rejected) = none.prepare(bytes::Bytes::from_static(b"x"), make);
+        assert_eq!((&delivery.body()[..], rejected), (&b"x"[..], None));
+    }
+
     #[actix_rt::test]
     async fn no_live_actor_means_gone() {
         let sink = HandlerSink::actors(Vec::new());
