@@ -61,6 +61,26 @@ struct Args {
     /// Duration of the latency workload, seconds.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// The consume workloads add a listener of per-message events (the cost of events).
+    #[arg(long)]
+    message_listener: bool,
+}
+
+/// Set from `--message-listener` for the consume workloads.
+static MESSAGE_LISTENER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Counts the events it gets: a listener doing the least a real one would.
+struct CountEvents(u64);
+
+impl actix::Actor for CountEvents {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<actix_nsq::ConsumerEvent> for CountEvents {
+    type Result = ();
+    fn handle(&mut self, _: actix_nsq::ConsumerEvent, _: &mut Self::Context) {
+        self.0 += 1;
+    }
 }
 
 /// CPU time of the process, or of the calling thread, from /proc, in microseconds.
@@ -156,15 +176,19 @@ async fn consume(
     let counter = handled.clone();
     let cpu = cpu_micros(target.in_process);
     let start = Instant::now();
-    let consumer = Consumer::builder(&topic, "bench")
+    let mut builder = Consumer::builder(&topic, "bench")
         .nsqd(&target.tcp)
         .max_in_flight(max_in_flight)
         .handler_fn(move |_d: Delivery| {
             counter.fetch_add(1, Ordering::Relaxed);
             std::future::ready(Ok(()))
-        })
-        .start()
-        .expect("consumer");
+        });
+    let listener = MESSAGE_LISTENER.load(Ordering::Relaxed);
+    if listener {
+        use actix::Actor;
+        builder = builder.message_events(CountEvents(0).start().recipient());
+    }
+    let consumer = builder.start().expect("consumer");
     while consumer.stats().finished < messages {
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }
@@ -175,7 +199,7 @@ async fn consume(
         messages,
         elapsed,
         cpu_micros: cpu,
-        extra: serde_json::json!({"max_in_flight": max_in_flight}),
+        extra: serde_json::json!({"max_in_flight": max_in_flight, "message_listener": listener}),
     }
 }
 
@@ -324,6 +348,7 @@ async fn delete_topic(args: &Args, topic: &str) {
 
 fn run_one(args: &Args, workload: &str) {
     let system = actix_rt::System::new();
+    MESSAGE_LISTENER.store(args.message_listener, Ordering::Relaxed);
     let target = target(args);
     let body = vec![b'x'; args.body_size];
     let m = args.messages;

@@ -43,7 +43,10 @@ pub(crate) trait Respond: Send + Sync + 'static {
 pub(crate) enum DeliveryId {
     Nsq(crate::protocol::MessageId),
     // Built by the RSMQ consumer and the testing mocks.
-    #[cfg_attr(not(any(feature = "rsmq", feature = "testing", test)), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "rsmq", feature = "testing", test)),
+        allow(dead_code)
+    )]
     Text(Arc<str>),
 }
 

@@ -139,6 +139,7 @@ mod conn;
 mod consumer;
 mod delivery;
 mod error;
+mod events;
 mod handler;
 mod handler_setters;
 pub mod http;
@@ -165,6 +166,7 @@ pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
+pub use events::{ListenerId, MessageEvent};
 pub use handler::{
     BatchResult, BlockingHandler, DeliveryBatch, GiveUp, GiveUpHandler, HandlerEvent,
 };

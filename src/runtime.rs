@@ -5,7 +5,38 @@
 //! being dropped during that unwind panics again, which aborts the process. `start()` checks
 //! first and returns [`Error::NoActixSystem`] instead.
 
+use actix::{Actor, Addr, AsyncContext, Context, Supervised};
+use tracing::Instrument;
+
 use crate::error::Error;
+
+/// As `actix::Supervisor::start`, with every poll of the actor inside `span`: whatever the
+/// actor logs (handlers, timers, spawned futures, restarts) carries the span's fields, so the
+/// actors of two consumers in one process can be told apart. The loop is actix's own
+/// (actix 0.13 `supervisor.rs`): poll the context; when it stops, restart it unless every
+/// address is gone.
+pub(crate) fn start_supervised_in<A, F>(span: tracing::Span, f: F) -> Addr<A>
+where
+    A: Actor<Context = Context<A>> + Supervised,
+    F: FnOnce(&mut Context<A>) -> A,
+{
+    let mut ctx = Context::new();
+    let act = span.in_scope(|| f(&mut ctx));
+    let addr = ctx.address();
+    let mut fut = ctx.into_future(act);
+    actix_rt::spawn(
+        async move {
+            loop {
+                (&mut fut).await;
+                if !fut.restart() {
+                    return;
+                }
+            }
+        }
+        .instrument(span),
+    );
+    addr
+}
 
 /// `Ok` when the calling thread runs an actix `System` (inside `#[actix_rt::main]`,
 /// `#[actix_rt::test]`, `System::new().block_on(..)`, an actix-web worker or an actor).

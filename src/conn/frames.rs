@@ -5,11 +5,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use actix::Context;
 
 use super::{
-    handling::Settling, responder::Answer, ConnectionEvent, NsqdConnection, Phase, Waiter,
+    handling::Settling, responder::Answer, tap_message, ConnectionEvent, NsqdConnection, Phase,
+    Waiter,
 };
 use crate::{
     delivery::{Action, Delivery, DeliveryId, Meta},
     error::{Error, ProtocolError},
+    events::MessageEvent,
+    handler::{Dispatch, Handled},
     protocol::{Command, Frame, Message, Response, ServerError},
     rdy::Outcome,
 };
@@ -40,9 +43,18 @@ impl NsqdConnection {
             // once (a NOP stuck behind a timer would get us dropped: go-nsq PR #348).
             Response::Heartbeat => {
                 let _ = self.write(&Command::Nop, ctx);
+                self.tap_connection(|| ConnectionEvent::Heartbeat {
+                    id: self.id,
+                    addr: self.addr.clone(),
+                });
             }
             Response::Ok => match self.waiters.pop_front() {
                 Some(Waiter::Publish(tx)) => {
+                    self.tap_connection(|| ConnectionEvent::Response {
+                        id: self.id,
+                        addr: self.addr.clone(),
+                        response: "OK",
+                    });
                     let _ = tx.send(Ok(()));
                     self.maybe_finish_close(ctx);
                 }
@@ -50,6 +62,11 @@ impl NsqdConnection {
             },
             Response::CloseWait => match self.waiters.pop_front() {
                 Some(Waiter::CloseWait) => {
+                    self.tap_connection(|| ConnectionEvent::Response {
+                        id: self.id,
+                        addr: self.addr.clone(),
+                        response: "CLOSE_WAIT",
+                    });
                     if let Some(link) = &mut self.link {
                         link.close_wait_seen = true;
                     }
@@ -134,19 +151,63 @@ impl NsqdConnection {
             None
         };
         let attempts = u32::from(message.attempts);
-        let meta = Meta {
-            id: DeliveryId::Nsq(message.id),
-            body: message.body,
+        let (conn, id) = (self.id, message.id);
+        tap_message(&self.tap, || MessageEvent::Received {
+            conn,
+            addr: self.addr.clone(),
+            id,
             attempts,
-            timestamp_nanos: message.timestamp,
-            source: self.addr.clone(),
-        };
-        let (delivery, watch) = Delivery::new(meta, link.responder.clone());
+            body: message.body.clone(),
+        });
         let give_up = subscription.gives_up_on(attempts);
-        let dispatch = if give_up {
-            subscription.give_up.dispatch(delivery)
+        let responder = link.responder.clone();
+        let source = self.addr.clone();
+        let make = |body| {
+            let meta = Meta {
+                id: DeliveryId::Nsq(id),
+                body,
+                attempts,
+                timestamp_nanos: message.timestamp,
+                source,
+            };
+            Delivery::new(meta, responder)
+        };
+        let (dispatch, watch, give_up) = if give_up {
+            tap_message(&self.tap, || MessageEvent::GivingUp {
+                conn,
+                addr: self.addr.clone(),
+                id,
+                attempts,
+            });
+            let (delivery, watch) = make(message.body);
+            (subscription.give_up.dispatch(delivery), watch, true)
         } else {
-            subscription.handler.dispatch(delivery)
+            match subscription.hooks.prepare(message.body, make) {
+                (delivery, watch, None) => (subscription.handler.dispatch(delivery), watch, false),
+                (delivery, watch, Some(reason)) => {
+                    // The handler never sees it (pynsq validate_method): finished, or handed to
+                    // the give-up hook, as configured.
+                    let to_give_up = subscription.hooks.give_up_rejected;
+                    tracing::debug!(id = %id, %reason, to_give_up, "message rejected before the handler");
+                    tap_message(&self.tap, || MessageEvent::Rejected {
+                        conn,
+                        addr: self.addr.clone(),
+                        id,
+                        reason,
+                        given_up: to_give_up,
+                    });
+                    if to_give_up {
+                        (subscription.give_up.dispatch(delivery), watch, true)
+                    } else {
+                        drop(delivery);
+                        (
+                            Dispatch::Done(Some(Handled::Returned(Ok(())))),
+                            watch,
+                            false,
+                        )
+                    }
+                }
+            }
         };
         self.handling.run(Settling {
             dispatch,
@@ -193,7 +254,14 @@ impl NsqdConnection {
             }
             Action::Touch => {
                 self.counters.touched.fetch_add(1, Relaxed);
-                let _ = self.write(&Command::Touch(answer.id), ctx);
+                if self.write(&Command::Touch(answer.id), ctx).is_ok() {
+                    let (conn, id) = (self.id, answer.id);
+                    tap_message(&self.tap, || MessageEvent::Touched {
+                        conn,
+                        addr: self.addr.clone(),
+                        id,
+                    });
+                }
                 return;
             }
         };
@@ -215,6 +283,21 @@ impl NsqdConnection {
         if self.write(&command, ctx).is_err() {
             return; // the link is gone; nsqd redelivers after msg_timeout
         }
+        let conn = self.id;
+        tap_message(&self.tap, || match command {
+            Command::Req { id, delay } => MessageEvent::Requeued {
+                conn,
+                addr: self.addr.clone(),
+                id,
+                delay,
+                backoff: matches!(outcome, Outcome::Requeued { backoff: true }),
+            },
+            _ => MessageEvent::Finished {
+                conn,
+                addr: self.addr.clone(),
+                id: answer.id,
+            },
+        });
         if self.phase == Phase::Closing {
             self.maybe_finish_close(ctx);
         }

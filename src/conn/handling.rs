@@ -18,19 +18,36 @@ use futures_util::{stream::FuturesUnordered, StreamExt};
 
 use super::{ConnId, ConnectionEvent};
 use crate::{
-    delivery::Watch,
+    delivery::{DeliveryId, Watch},
+    events::{MessageEvent, Tap},
     handler::{settle, Dispatch, Handled},
 };
 
-/// Reports handlers that panicked or were gone, as `ConnectionEvent::HandlerFailed`.
+/// Reports handlers that failed: panics and deliveries no handler saw as
+/// `ConnectionEvent::HandlerFailed` to the owner; panics and `Err` results as
+/// [`MessageEvent::HandlerFailed`] to the listeners that want message events.
 pub(crate) struct FailureReporter {
     pub(crate) id: ConnId,
     pub(crate) addr: Arc<str>,
-    pub(crate) events: Recipient<ConnectionEvent>,
+    pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    pub(crate) tap: Option<Rc<dyn Tap>>,
 }
 
 impl FailureReporter {
     fn report(&self, watch: &Watch, handled: &Handled) {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.wants_messages()) {
+            if let (DeliveryId::Nsq(id), Some((error, panicked))) =
+                (&watch.meta().id, failure(handled))
+            {
+                tap.message(MessageEvent::HandlerFailed {
+                    conn: self.id,
+                    addr: self.addr.clone(),
+                    id: *id,
+                    error,
+                    panicked,
+                });
+            }
+        }
         let reason = match handled {
             Handled::Panicked(panic) => format!("handler panicked: {panic}"),
             Handled::Gone => {
@@ -39,12 +56,23 @@ impl FailureReporter {
             }
             Handled::Returned(_) => return,
         };
-        self.events.do_send(ConnectionEvent::HandlerFailed {
-            id: self.id,
-            addr: self.addr.clone(),
-            message_id: watch.meta().id.as_str().to_owned(),
-            reason,
-        });
+        if let Some(events) = &self.events {
+            events.do_send(ConnectionEvent::HandlerFailed {
+                id: self.id,
+                addr: self.addr.clone(),
+                message_id: watch.meta().id.as_str().to_owned(),
+                reason,
+            });
+        }
+    }
+}
+
+/// The error text and whether it was a panic, for a handler that failed.
+fn failure(handled: &Handled) -> Option<(String, bool)> {
+    match handled {
+        Handled::Panicked(panic) => Some((panic.clone(), true)),
+        Handled::Returned(Err(error)) => Some((error.to_string(), false)),
+        Handled::Returned(Ok(())) | Handled::Gone => None,
     }
 }
 

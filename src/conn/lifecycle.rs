@@ -98,6 +98,19 @@ impl NsqdConnection {
         }
         tracing::info!(nsqd = %self.addr, conn = self.id, tls = negotiated.tls,
             compression = ?negotiated.compression, max_rdy, "connected");
+        // The handshake's results, in the order nsqd sent them (IDENTIFY, then AUTH).
+        self.tap_connection(|| ConnectionEvent::Identified {
+            id: self.id,
+            addr: self.addr.clone(),
+            identify: Box::new(negotiated.identify.clone()),
+        });
+        if let Some(auth) = &negotiated.auth {
+            self.tap_connection(|| ConnectionEvent::Authenticated {
+                id: self.id,
+                addr: self.addr.clone(),
+                auth: Box::new(auth.clone()),
+            });
+        }
         self.emit(ConnectionEvent::Connected {
             id: self.id,
             addr: self.addr.clone(),

@@ -8,7 +8,11 @@ use std::{sync::Arc, time::Duration};
 
 use actix::Message;
 
-use crate::{error::Error, protocol::Command, transport::Negotiated};
+use crate::{
+    error::Error,
+    protocol::{AuthResponse, Command, IdentifyResponse},
+    transport::Negotiated,
+};
 
 /// Identifies one connection within its consumer or producer.
 pub type ConnId = u64;
@@ -82,6 +86,47 @@ pub enum ConnectionEvent {
         /// What happened.
         reason: String,
     },
+    /// nsqd sent a heartbeat, which the connection answered with `NOP` (pynsq `heartbeat`).
+    /// Sent straight to listeners; the owner does not see it.
+    Heartbeat {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+    },
+    /// nsqd answered a command with a response frame: `OK` (a publish succeeded) or
+    /// `CLOSE_WAIT` (a close began) (gnsq `on_response`, pynsq `response`). Sent straight to
+    /// listeners. Error frames are [`ServerError`](Self::ServerError) when the connection stays
+    /// up and [`Disconnected`](Self::Disconnected) (with [`Error::Server`]) when nsqd closes it.
+    Response {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// The response, as nsqd sent it.
+        response: &'static str,
+    },
+    /// nsqd answered IDENTIFY (pynsq `identify_response`); sent before
+    /// [`Connected`](Self::Connected), straight to listeners.
+    Identified {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// nsqd's reply.
+        identify: Box<IdentifyResponse>,
+    },
+    /// nsqd accepted AUTH (gnsq `on_auth`, pynsq `auth_response`); sent before
+    /// [`Connected`](Self::Connected), straight to listeners. A refused AUTH is a
+    /// [`Disconnected`](Self::Disconnected) with the server's error.
+    Authenticated {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// nsqd's reply (identity and permission count).
+        auth: Box<AuthResponse>,
+    },
     /// The connection was closed on request (graceful stop).
     Closed {
         /// Which connection.
@@ -103,6 +148,10 @@ impl ConnectionEvent {
             | ConnectionEvent::GaveUp { id, .. }
             | ConnectionEvent::ServerError { id, .. }
             | ConnectionEvent::HandlerFailed { id, .. }
+            | ConnectionEvent::Heartbeat { id, .. }
+            | ConnectionEvent::Response { id, .. }
+            | ConnectionEvent::Identified { id, .. }
+            | ConnectionEvent::Authenticated { id, .. }
             | ConnectionEvent::Closed { id, .. } => *id,
         }
     }
@@ -116,6 +165,10 @@ impl ConnectionEvent {
             | ConnectionEvent::GaveUp { addr, .. }
             | ConnectionEvent::ServerError { addr, .. }
             | ConnectionEvent::HandlerFailed { addr, .. }
+            | ConnectionEvent::Heartbeat { addr, .. }
+            | ConnectionEvent::Response { addr, .. }
+            | ConnectionEvent::Identified { addr, .. }
+            | ConnectionEvent::Authenticated { addr, .. }
             | ConnectionEvent::Closed { addr, .. } => addr,
         }
     }

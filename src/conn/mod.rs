@@ -36,7 +36,6 @@ use std::{
 
 use actix::{
     Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, SpawnHandle, Supervised,
-    Supervisor,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,7 +52,13 @@ use self::{
     responder::{Answer, NsqResponder},
     writer::Writer,
 };
-use crate::{error::Error, protocol::Command, rdy::LinkId, retry::ReconnectBackoff};
+use crate::{
+    error::Error,
+    events::{MessageEvent, Tap},
+    protocol::Command,
+    rdy::LinkId,
+    retry::ReconnectBackoff,
+};
 
 /// Read buffer size: large reads amortise syscalls when nsqd streams messages.
 const READ_CAPACITY: usize = 64 * 1024;
@@ -62,6 +67,15 @@ const READ_CAPACITY: usize = 64 * 1024;
 pub(crate) fn next_link_id() -> LinkId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     LinkId(NEXT.fetch_add(1, Relaxed))
+}
+
+/// Sends a per-message event, built only if a listener asked for them: on the hot path this
+/// is one atomic load when nobody did. A free function, so callers can hold other fields.
+#[inline]
+fn tap_message(tap: &Option<Rc<dyn Tap>>, event: impl FnOnce() -> MessageEvent) {
+    if let Some(tap) = tap.as_ref().filter(|t| t.wants_messages()) {
+        tap.message(event());
+    }
 }
 
 /// Where the actor is in its life.
@@ -143,6 +157,8 @@ pub(crate) struct NsqdConnection {
     config: Arc<ConnectionConfig>,
     subscription: Option<Subscription>,
     events: Option<Recipient<ConnectionEvent>>,
+    /// The owner's listeners, for what goes to them directly (see [`crate::events`]).
+    tap: Option<Rc<dyn Tap>>,
     phase: Phase,
     link: Option<Link>,
     waiters: VecDeque<Waiter>,
@@ -174,23 +190,29 @@ pub(crate) struct ConnectionParams {
     pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) subscription: Option<Subscription>,
     pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    /// The owner's listeners: per-message events, heartbeats, responses, handshake results.
+    pub(crate) tap: Option<Rc<dyn Tap>>,
     pub(crate) counters: Arc<ConnCounters>,
+    /// Every log line of the actor is inside it (consumer name, topic, channel, nsqd).
+    pub(crate) span: tracing::Span,
 }
 
 impl NsqdConnection {
     /// Starts the actor under a `Supervisor` in the current arbiter.
     pub(crate) fn start(params: ConnectionParams) -> actix::Addr<Self> {
-        Supervisor::start(move |_| Self::new(params))
+        let span = params.span.clone();
+        crate::runtime::start_supervised_in(span, move |_| Self::new(params))
     }
 
     fn new(params: ConnectionParams) -> Self {
         let reconnect = ReconnectBackoff::new(params.config.reconnect.clone());
         let (answers_tx, answers) = mpsc::unbounded_channel();
-        let failures = params.events.clone().map(|events| {
+        let failures = (params.events.is_some() || params.tap.is_some()).then(|| {
             Rc::new(FailureReporter {
                 id: params.id,
                 addr: params.addr.clone(),
-                events,
+                events: params.events.clone(),
+                tap: params.tap.clone(),
             })
         });
         Self {
@@ -204,6 +226,7 @@ impl NsqdConnection {
             config: params.config,
             subscription: params.subscription,
             events: params.events,
+            tap: params.tap,
             phase: Phase::Connecting,
             link: None,
             waiters: VecDeque::new(),
@@ -224,6 +247,13 @@ impl NsqdConnection {
     fn emit(&self, event: ConnectionEvent) {
         if let Some(events) = &self.events {
             events.do_send(event);
+        }
+    }
+
+    /// Sends a connection event straight to the listeners, built only if anyone listens.
+    fn tap_connection(&self, event: impl FnOnce() -> ConnectionEvent) {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.wants_any()) {
+            tap.connection(event());
         }
     }
 

@@ -7,7 +7,7 @@ use actix::Recipient;
 
 use super::SetRdy;
 use crate::{
-    handler::{GiveUpHook, HandlerSink},
+    handler::{GiveUpHook, HandlerSink, Hooks},
     protocol::{Channel, Topic},
     rdy::{LinkId, Outcome},
 };
@@ -45,6 +45,8 @@ pub(crate) struct Subscription {
     pub(crate) channel: Channel,
     pub(crate) handler: HandlerSink,
     pub(crate) give_up: GiveUpHook,
+    /// Preprocess and validate, run before the handler.
+    pub(crate) hooks: Hooks,
     /// Deliveries past this many attempts go to the give-up hook (0 = never).
     pub(crate) max_attempts: u32,
     pub(crate) default_requeue_delay: Duration,

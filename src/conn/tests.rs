@@ -40,6 +40,8 @@ fn start(nsqd: &TestNsqd, counters: &Arc<ConnCounters>) -> actix::Addr<NsqdConne
         config: Arc::new(ConnectionConfig::new().reconnect(reconnect)),
         subscription: None,
         events: None,
+        tap: None,
+        span: tracing::Span::none(),
         counters: counters.clone(),
     })
 }
@@ -87,6 +89,8 @@ async fn a_connection_that_gave_up_ends_when_its_owner_lets_go() {
         config: Arc::new(ConnectionConfig::new().reconnect(reconnect)),
         subscription: None,
         events: None,
+        tap: None,
+        span: tracing::Span::none(),
         counters,
     });
     let weak = conn.downgrade();

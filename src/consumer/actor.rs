@@ -16,8 +16,8 @@ use std::{
 };
 
 use actix::{
-    ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseActFuture, Supervised, Supervisor, WrapFuture,
+    ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    Supervised, WrapFuture,
 };
 
 use super::{
@@ -31,8 +31,10 @@ use crate::{
         Close, ConnCounters, ConnId, ConnectionConfig, ConnectionEvent, ConnectionParams,
         NsqdConnection, Subscription,
     },
+    events::{Listeners, Tap},
     lookup::{Discovered, DiscoveryConfig, LookupdDiscoverer, Requery, StopDiscovery},
     protocol::{Channel, Topic},
+    runtime::start_supervised_in,
 };
 
 /// How an nsqd became known.
@@ -62,7 +64,12 @@ pub(crate) struct ConsumerActor {
     topic: Topic,
     channel: Channel,
     discoverer: Option<Addr<LookupdDiscoverer>>,
-    events: Option<Recipient<ConsumerEvent>>,
+    /// Everyone listening to the consumer; its connections send what they observe straight
+    /// to it (`tap`).
+    pub(super) listeners: Listeners<ConsumerEvent>,
+    tap: Rc<dyn Tap>,
+    /// The consumer's name in logs.
+    name: Arc<str>,
     shared: SharedConns,
     state: Arc<FlowState>,
     flow: Option<Rc<FlowCore>>,
@@ -112,13 +119,19 @@ impl ConsumerActor {
             builder.lookupd_poll_jitter,
         );
         let dormant = Dormant::new(FIRST_HOLD, builder.lookupd_poll_interval);
+        let listeners = Listeners::default();
+        for (recipient, interest) in &builder.listeners {
+            listeners.subscribe(recipient.clone(), *interest);
+        }
         Self {
             subscription: None,
             static_config,
             lookupd_config,
             conns: HashMap::new(),
             next_id: 0,
-            events: builder.events.clone(),
+            listeners: listeners.clone(),
+            tap: Rc::new(listeners),
+            name: Arc::from(builder.display_name()),
             builder,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::ConsumerMetrics::new(&topic, &channel),
@@ -137,9 +150,22 @@ impl ConsumerActor {
         }
     }
 
-    /// Starts the actor under a `Supervisor` in the current arbiter.
+    /// Starts the actor under a supervisor in the current arbiter, inside its span.
     pub(crate) fn start(self) -> Addr<Self> {
-        Supervisor::start(move |_| self)
+        let span = self.span(None);
+        start_supervised_in(span, move |_| self)
+    }
+
+    /// A span naming this consumer, and the nsqd for a connection's: every log line of its
+    /// coordinator and connections (with their handler dispatch) is inside one.
+    fn span(&self, nsqd: Option<&str>) -> tracing::Span {
+        let (name, topic, channel) = (&*self.name, self.topic.as_str(), self.channel.as_str());
+        match nsqd {
+            Some(nsqd) => tracing::info_span!(parent: None, "nsq_consumer",
+                consumer = %name, topic = %topic, channel = %channel, nsqd = %nsqd),
+            None => tracing::info_span!(parent: None, "nsq_consumer",
+                consumer = %name, topic = %topic, channel = %channel),
+        }
     }
 
     /// Whether any handler can take a message: while `false`, RDY 0 on every link, without
@@ -151,9 +177,7 @@ impl ConsumerActor {
     }
 
     pub(super) fn emit(&self, event: ConsumerEvent) {
-        if let Some(events) = &self.events {
-            events.do_send(event);
-        }
+        self.listeners.emit(event);
     }
 
     fn connect(&mut self, addr: &str, origin: Origin, ctx: &mut Context<Self>) {
@@ -177,7 +201,9 @@ impl ConsumerActor {
             config,
             subscription: Some(subscription),
             events: Some(ctx.address().recipient()),
+            tap: Some(self.tap.clone()),
             counters: counters.clone(),
+            span: self.span(Some(&addr)),
         });
         if let Ok(mut shared) = self.shared.lock() {
             shared.push((addr.clone(), counters));
@@ -269,6 +295,9 @@ impl Supervised for ConsumerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // A scheduled requery died with the context; the next lost connection asks again.
         self.requeries.timer_lost();
+        if self.stopping {
+            return; // the graceful stop ended the actor; nothing is wrong
+        }
         tracing::warn!(topic = %self.topic, channel = %self.channel, "consumer coordinator restarting");
     }
 }
@@ -289,6 +318,7 @@ impl ConsumerActor {
             channel: self.channel.clone(),
             handler,
             give_up: self.builder.give_up.clone(),
+            hooks: self.builder.hooks.clone(),
             max_attempts: self.builder.max_attempts,
             default_requeue_delay: self.builder.default_requeue_delay,
             max_requeue_delay: self.builder.max_requeue_delay,
@@ -310,7 +340,10 @@ impl ConsumerActor {
                 authorization_over_http: self.builder.lookupd_authorization_over_http,
             };
             let consumer = ctx.address().recipient();
-            let discoverer = Supervisor::start(move |_| LookupdDiscoverer::new(config, consumer));
+            let span = tracing::info_span!(parent: None, "nsq_discovery",
+                consumer = %self.name, topic = %self.topic, channel = %self.channel);
+            let discoverer =
+                start_supervised_in(span, move |_| LookupdDiscoverer::new(config, consumer));
             self.discoverer = Some(discoverer);
         }
     }
@@ -480,8 +513,12 @@ impl Handler<Stop> for ConsumerActor {
                 act.metrics.stopped(&act.shared); // the counts since the last tick
                 act.conns.clear();
                 act.flow = None;
-                act.subscription = None;
                 act.state.stopped.store(true, Relaxed);
+                // Only the first stop to complete reports it: `Stopped` is the last event.
+                if act.subscription.take().is_some() {
+                    tracing::info!(abandoned, "consumer stopped");
+                    act.emit(ConsumerEvent::Stopped { abandoned });
+                }
                 ctx.stop();
                 abandoned
             }),

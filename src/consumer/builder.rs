@@ -2,15 +2,19 @@
 
 mod extras;
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
 
 use actix::Recipient;
 
 use super::{events::ConsumerEvent, Consumer};
 use crate::{
     conn::{validate_addr, ConnectionConfig},
+    delivery::Delivery,
     error::Error,
-    handler::{GiveUpHook, HandlerSink, Handlers},
+    events::Interest,
+    handler::{GiveUpHook, HandlerSink, Handlers, Hooks},
     protocol::{Channel, Topic},
     rdy::{BackoffStrategy, FlowControl},
 };
@@ -36,7 +40,10 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd_authorization: bool,
     pub(crate) lookupd_authorization_over_http: bool,
     pub(crate) stop_timeout: Duration,
-    pub(crate) events: Option<Recipient<ConsumerEvent>>,
+    pub(crate) listeners: Vec<(Recipient<ConsumerEvent>, Interest)>,
+    pub(crate) hooks: Hooks,
+    /// The consumer's name in logs; `None`: `topic/channel`.
+    pub(crate) name: Option<String>,
     pub(crate) max_nsqd_connections: u32,
 }
 
@@ -75,7 +82,9 @@ impl ConsumerBuilder {
             lookupd_authorization: true,
             lookupd_authorization_over_http: false,
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
-            events: None,
+            listeners: Vec::new(),
+            hooks: Hooks::default(),
+            name: None,
             max_nsqd_connections: Self::DEFAULT_MAX_NSQD_CONNECTIONS,
         }
     }
@@ -210,9 +219,74 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Receives the consumer's events.
+    /// Adds a listener of the consumer's lifecycle events: connections (including heartbeats,
+    /// responses, identify and AUTH results), handlers, backoff, discovery, and the consumer's
+    /// own [`Stopped`](ConsumerEvent::Stopped). Call it again for more listeners; add and
+    /// remove them later with [`Consumer::subscribe`](super::Consumer::subscribe).
     pub fn events(mut self, recipient: Recipient<ConsumerEvent>) -> Self {
-        self.events = Some(recipient);
+        self.listeners.push((recipient, Interest::Lifecycle));
+        self
+    }
+
+    /// As [`events`](Self::events), plus a [`ConsumerEvent::Message`] for every message
+    /// (received, finished, requeued, touched, giving up, handler failed, rejected). These
+    /// are built only while such a listener exists: without one they cost nothing.
+    pub fn message_events(mut self, recipient: Recipient<ConsumerEvent>) -> Self {
+        self.listeners.push((recipient, Interest::Messages));
+        self
+    }
+
+    /// The consumer's name in logs (pynsq/gnsq `name`; default `topic/channel`). Every log
+    /// line of its actors (connections with their handler dispatch, coordinator, discoverer)
+    /// is inside a tracing span with `consumer`, `topic` and `channel` fields, and `nsqd` for
+    /// a connection's.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The name [`name`](Self::name) set, or `topic/channel`.
+    pub(crate) fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.topic, self.channel))
+    }
+
+    /// Transforms each message body before the handler sees it (pynsq `preprocess_method`):
+    /// decompress, decrypt, strip an envelope. Runs on the connection's thread, so keep it
+    /// quick. Applies to every handler kind; messages past `max_attempts` go to the give-up
+    /// hook untransformed. A panic in it is caught and rejects the message as
+    /// [`validate_with`](Self::validate_with) would.
+    pub fn preprocess<F>(mut self, f: F) -> Self
+    where
+        F: Fn(Bytes) -> Bytes + Send + Sync + 'static,
+    {
+        self.hooks.preprocess = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks each message (after [`preprocess`](Self::preprocess)) before the handler
+    /// (pynsq `validate_method`; named so as not to clash with [`validate`](Self::validate),
+    /// which checks the settings). `Err(reason)` rejects it: the handler does not see it, it is
+    /// finished (or, with [`give_up_rejected`](Self::give_up_rejected), handed to the give-up
+    /// hook), and a [`MessageEvent::Rejected`](crate::MessageEvent::Rejected) says why.
+    /// Applies to every handler kind.
+    pub fn validate_with<F, E>(mut self, f: F) -> Self
+    where
+        F: Fn(&Delivery) -> Result<(), E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.hooks.validate = Some(Arc::new(move |d: &Delivery| {
+            f(d).map_err(|e| e.to_string())
+        }));
+        self
+    }
+
+    /// Send messages [`validate_with`](Self::validate_with) rejects to the give-up hook
+    /// ([`give_up`](Self::give_up)) instead of finishing them (default false). The hook's
+    /// answer decides: `Ok` finishes, `Err` requeues.
+    pub fn give_up_rejected(mut self, enabled: bool) -> Self {
+        self.hooks.give_up_rejected = enabled;
         self
     }
 
@@ -371,6 +445,11 @@ impl fmt::Debug for ConsumerBuilder {
                 &self.lookupd_authorization_over_http,
             )
             .field("stop_timeout", &self.stop_timeout)
+            .field("name", &self.name)
+            .field("listeners", &self.listeners.len())
+            .field("preprocess", &self.hooks.preprocess.is_some())
+            .field("validate_with", &self.hooks.validate.is_some())
+            .field("give_up_rejected", &self.hooks.give_up_rejected)
             .finish()
     }
 }

@@ -4,16 +4,19 @@ use std::time::Duration;
 
 use actix::Message;
 
-use crate::{conn::ConnectionEvent, error::Error, handler::HandlerEvent};
+use crate::{conn::ConnectionEvent, error::Error, events::MessageEvent, handler::HandlerEvent};
 
-/// Something that happened to a consumer. Subscribe with
-/// [`ConsumerBuilder::events`](super::ConsumerBuilder::events).
+/// Something that happened to a consumer. Listen with
+/// [`ConsumerBuilder::events`](super::ConsumerBuilder::events) or
+/// [`Consumer::subscribe`](super::Consumer::subscribe) (any number of listeners), and with
+/// the `message_events`/`subscribe_messages` variants for [`Message`](Self::Message) too.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub enum ConsumerEvent {
-    /// A connection event: connected, disconnected, reconnecting, gave up, a non-fatal server
-    /// error, a handler failure, closed.
+    /// A connection event: identify and AUTH results, connected, heartbeat, response,
+    /// disconnected, reconnecting, gave up, a non-fatal server error, a handler failure,
+    /// closed.
     Connection(ConnectionEvent),
     /// Handlers are failing: every connection went to RDY 0 for `pause`, after which one
     /// connection gets RDY 1 to test the waters.
@@ -30,6 +33,14 @@ pub enum ConsumerEvent {
     },
     /// Backoff is over: every connection is back to its full RDY share.
     BackoffEnded,
+    /// Something happened to one message; only for listeners that asked for message events.
+    Message(MessageEvent),
+    /// The consumer stopped (gnsq `on_close`): every connection closed, `abandoned` messages
+    /// were still unanswered at the deadline. The last event of a consumer.
+    Stopped {
+        /// Messages unanswered at the stop deadline (nsqd redelivers them).
+        abandoned: u32,
+    },
     /// An nsqlookupd query failed; existing connections are kept. Also sent, with
     /// [`Error::SkippedProducers`], right after [`Discovered`](Self::Discovered) when the
     /// answer listed entries that cannot be connected to: those were skipped, the others

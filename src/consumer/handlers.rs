@@ -4,7 +4,10 @@
 use actix::{Context, Handler};
 
 use super::{actor::ConsumerActor, events::ConsumerEvent};
-use crate::handler::HandlerEvent;
+use crate::{
+    events::{Subscribe, Unsubscribe},
+    handler::HandlerEvent,
+};
 
 impl Handler<HandlerEvent> for ConsumerActor {
     type Result = ();
@@ -19,5 +22,22 @@ impl Handler<HandlerEvent> for ConsumerActor {
             _ => {}
         }
         self.emit(ConsumerEvent::Handler(event));
+    }
+}
+
+impl Handler<Subscribe<ConsumerEvent>> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, subscribe: Subscribe<ConsumerEvent>, _: &mut Context<Self>) {
+        self.listeners
+            .add(subscribe.id, subscribe.recipient, subscribe.interest);
+    }
+}
+
+impl Handler<Unsubscribe> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
+        self.listeners.unsubscribe(id);
     }
 }

@@ -191,3 +191,42 @@ impl Consumer {
 
 #[cfg(all(test, feature = "testing"))]
 mod tests;
+
+/// Listeners, added and removed at run time.
+impl Consumer {
+    /// Adds a listener of the consumer's lifecycle events (see
+    /// [`ConsumerBuilder::events`]). The registry lives in the consumer's coordinator, which
+    /// takes the listener in on its next turn: events from then on reach it.
+    pub fn subscribe(&self, recipient: actix::Recipient<ConsumerEvent>) -> crate::ListenerId {
+        self.add_listener(recipient, crate::events::Interest::Lifecycle)
+    }
+
+    /// As [`subscribe`](Self::subscribe), plus a [`ConsumerEvent::Message`] for every message
+    /// (see [`ConsumerBuilder::message_events`]).
+    pub fn subscribe_messages(
+        &self,
+        recipient: actix::Recipient<ConsumerEvent>,
+    ) -> crate::ListenerId {
+        self.add_listener(recipient, crate::events::Interest::Messages)
+    }
+
+    /// Removes a listener (a no-op if it is gone already). Per-message events stop being
+    /// built once no listener wants them.
+    pub fn unsubscribe(&self, id: crate::ListenerId) {
+        self.actor.do_send(crate::events::Unsubscribe(id));
+    }
+
+    fn add_listener(
+        &self,
+        recipient: actix::Recipient<ConsumerEvent>,
+        interest: crate::events::Interest,
+    ) -> crate::ListenerId {
+        let id = crate::ListenerId::next();
+        self.actor.do_send(crate::events::Subscribe {
+            id,
+            recipient,
+            interest,
+        });
+        id
+    }
+}

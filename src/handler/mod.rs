@@ -360,6 +360,59 @@ impl Handlers {
     }
 }
 
+/// A body transform run before the handler (pynsq `preprocess_method`).
+pub(crate) type Preprocess = Arc<dyn Fn(bytes::Bytes) -> bytes::Bytes + Send + Sync>;
+/// A check run before the handler (pynsq `validate_method`): `Err(reason)` rejects.
+pub(crate) type Validate = Arc<dyn Fn(&Delivery) -> Result<(), String> + Send + Sync>;
+
+/// Per-message hooks run at dispatch, before any kind of handler (actors, closure, blocking):
+/// they see every message the handler would see, and nothing else (not the messages past
+/// `max_attempts`, which go to the give-up hook as nsqd sent them).
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) preprocess: Option<Preprocess>,
+    pub(crate) validate: Option<Validate>,
+    /// A rejected message goes to the give-up hook instead of being finished.
+    pub(crate) give_up_rejected: bool,
+}
+
+impl Hooks {
+    /// Transforms `body`, makes the delivery with `make`, and validates it. The third value is
+    /// the rejection reason, if any. A hook that panics rejects the message (the panic is
+    /// caught: one poison message must not take the connection down).
+    pub(crate) fn prepare(
+        &self,
+        body: bytes::Bytes,
+        make: impl FnOnce(bytes::Bytes) -> (Delivery, Watch),
+    ) -> (Delivery, Watch, Option<String>) {
+        let (body, mut rejected) = match &self.preprocess {
+            None => (body, None),
+            Some(f) => {
+                let raw = body.clone();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| f(body))) {
+                    Ok(body) => (body, None),
+                    Err(panic) => (
+                        raw,
+                        Some(format!("preprocess panicked: {}", panic_message(&*panic))),
+                    ),
+                }
+            }
+        };
+        let (delivery, watch) = make(body);
+        if rejected.is_none() {
+            if let Some(validate) = &self.validate {
+                rejected = match std::panic::catch_unwind(AssertUnwindSafe(|| validate(&delivery)))
+                {
+                    Ok(Ok(())) => None,
+                    Ok(Err(reason)) => Some(reason),
+                    Err(panic) => Some(format!("validate panicked: {}", panic_message(&*panic))),
+                };
+            }
+        }
+        (delivery, watch, rejected)
+    }
+}
+
 /// A delivery on its way through a handler.
 pub(crate) enum Dispatch {
     Closure(CatchUnwind<AssertUnwindSafe<HandlerFuture>>),
@@ -512,6 +565,56 @@ mod tests {
             sink.dispatch(delivery()).await,
             Handled::Returned(Err(_))
         ));
+    }
+
+    fn make(body: bytes::Bytes) -> (Delivery, Watch) {
+        let meta = Meta {
+            id: DeliveryId::Text("id".into()),
+            body,
+            attempts: 1,
+            timestamp_nanos: 0,
+            source: "test".into(),
+        };
+        Delivery::new(meta, Arc::new(Recorder::default()))
+    }
+
+    #[test]
+    fn hooks_transform_then_validate_and_a_panic_rejects() {
+        let hooks = Hooks {
+            preprocess: Some(Arc::new(|b: bytes::Bytes| {
+                assert!(&b[..] != b"explode", "preprocess blew up");
+                bytes::Bytes::from(b.to_ascii_uppercase())
+            })),
+            validate: Some(Arc::new(|d: &Delivery| match &d.body()[..] {
+                b"BAD" => Err("bad".to_owned()),
+                b"PANIC" => panic!("validate blew up"),
+                _ => Ok(()),
+            })),
+            give_up_rejected: false,
+        };
+        let prepare = |body: &'static [u8]| {
+            let (delivery, _watch, rejected) = hooks.prepare(bytes::Bytes::from_static(body), make);
+            (delivery.body().clone(), rejected)
+        };
+        assert_eq!(prepare(b"ok"), (bytes::Bytes::from_static(b"OK"), None));
+        assert_eq!(prepare(b"bad").1.as_deref(), Some("bad"));
+        let (body, rejected) = prepare(b"explode");
+        assert_eq!(
+            &body[..],
+            b"explode",
+            "a failed transform leaves the body as it came"
+        );
+        assert_eq!(
+            rejected.as_deref(),
+            Some("preprocess panicked: preprocess blew up")
+        );
+        assert_eq!(
+            prepare(b"panic").1.as_deref(),
+            Some("validate panicked: validate blew up")
+        );
+        let none = Hooks::default();
+        let (delivery, _watch, rejected) = none.prepare(bytes::Bytes::from_static(b"x"), make);
+        assert_eq!((&delivery.body()[..], rejected), (&b"x"[..], None));
     }
 
     #[actix_rt::test]

@@ -35,7 +35,7 @@ pub struct ProducerBuilder {
     pub(crate) request_timeout: Duration,
     pub(crate) max_defer: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    pub(crate) events: Vec<Recipient<ConnectionEvent>>,
 }
 
 impl ProducerBuilder {
@@ -55,7 +55,7 @@ impl ProducerBuilder {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             max_defer: Self::DEFAULT_MAX_DEFER,
             retry: RetryPolicy::Never,
-            events: None,
+            events: Vec::new(),
         }
     }
 
@@ -108,9 +108,12 @@ impl ProducerBuilder {
         self
     }
 
-    /// Receives connection events (connected, disconnected, reconnecting, gave up, ...).
+    /// Adds a listener of connection events: connected, disconnected, reconnecting, gave up,
+    /// identify and AUTH results, heartbeats, responses, server errors, closed. Call it again
+    /// for more listeners; add and remove them later with
+    /// [`Producer::subscribe`](super::Producer::subscribe).
     pub fn events(mut self, recipient: Recipient<ConnectionEvent>) -> Self {
-        self.events = Some(recipient);
+        self.events.push(recipient);
         self
     }
 
@@ -188,7 +191,7 @@ impl fmt::Debug for ProducerBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("max_defer", &self.max_defer)
             .field("retry", &self.retry)
-            .field("events", &self.events.is_some())
+            .field("events", &self.events.len())
             .finish()
     }
 }

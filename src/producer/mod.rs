@@ -152,8 +152,9 @@ impl Producer {
             last_error.clone(),
             builder.events.clone(),
         )
-        .learn_limits_from(learn_from)
-        .start();
+        .learn_limits_from(learn_from);
+        let tap: std::rc::Rc<dyn crate::events::Tap> = std::rc::Rc::new(relay.listeners());
+        let relay = relay.start();
         let config = Arc::new(builder.connection.clone());
         let slots = builder
             .nsqd
@@ -168,7 +169,9 @@ impl Producer {
                     config: config.clone(),
                     subscription: None,
                     events: Some(relay.clone().recipient()),
+                    tap: Some(tap.clone()),
                     counters: counters.clone(),
+                    span: tracing::info_span!(parent: None, "nsq_producer", nsqd = %addr),
                 });
                 Slot {
                     addr,
@@ -456,4 +459,29 @@ impl Producer {
 
 fn mailbox(_: MailboxError) -> Error {
     Error::NotConnected
+}
+
+/// Listeners, added and removed at run time.
+impl Producer {
+    /// Adds a listener of connection events (see
+    /// [`ProducerBuilder::events`](ProducerBuilder::events)). The registry lives in the
+    /// producer's event actor, which takes the listener in on its next turn: events from then
+    /// on reach it.
+    pub fn subscribe(
+        &self,
+        recipient: actix::Recipient<crate::ConnectionEvent>,
+    ) -> crate::ListenerId {
+        let id = crate::ListenerId::next();
+        self.inner._relay.do_send(crate::events::Subscribe {
+            id,
+            recipient,
+            interest: crate::events::Interest::Lifecycle,
+        });
+        id
+    }
+
+    /// Removes a listener (a no-op if it is gone already).
+    pub fn unsubscribe(&self, id: crate::ListenerId) {
+        self.inner._relay.do_send(crate::events::Unsubscribe(id));
+    }
 }

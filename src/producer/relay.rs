@@ -7,7 +7,11 @@ use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Recipient};
 use tokio::sync::Notify;
 
 use super::limits::{self, ServerLimits};
-use crate::{conn::ConnectionEvent, error::Error};
+use crate::{
+    conn::ConnectionEvent,
+    error::Error,
+    events::{Interest, Listeners, Subscribe, Unsubscribe},
+};
 
 /// What a publish that finds no connection up needs to know about one connection.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +35,8 @@ pub(super) struct EventRelay {
     changed: Arc<Notify>,
     healths: Healths,
     last_error: Arc<Mutex<Option<Error>>>,
-    forward: Option<Recipient<ConnectionEvent>>,
+    /// The producer's listeners.
+    forward: Listeners<ConnectionEvent>,
     /// Per connection id: the nsqd's HTTP address, if known, and its limits to update.
     learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
 }
@@ -41,8 +46,12 @@ impl EventRelay {
         changed: Arc<Notify>,
         healths: Healths,
         last_error: Arc<Mutex<Option<Error>>>,
-        forward: Option<Recipient<ConnectionEvent>>,
+        listeners: Vec<Recipient<ConnectionEvent>>,
     ) -> Self {
+        let forward = Listeners::default();
+        for recipient in listeners {
+            forward.subscribe(recipient, Interest::Lifecycle);
+        }
         Self {
             changed,
             healths,
@@ -50,6 +59,11 @@ impl EventRelay {
             forward,
             learn_from: Vec::new(),
         }
+    }
+
+    /// The listeners, for the connections to send what they observe straight to them.
+    pub(super) fn listeners(&self) -> Listeners<ConnectionEvent> {
+        self.forward.clone()
     }
 
     pub(super) fn learn_limits_from(
@@ -153,8 +167,23 @@ impl Handler<ConnectionEvent> for EventRelay {
             }
             _ => {}
         }
-        if let Some(forward) = &self.forward {
-            forward.do_send(event);
-        }
+        self.forward.emit(event);
+    }
+}
+
+impl Handler<Subscribe<ConnectionEvent>> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, subscribe: Subscribe<ConnectionEvent>, _: &mut Context<Self>) {
+        self.forward
+            .add(subscribe.id, subscribe.recipient, subscribe.interest);
+    }
+}
+
+impl Handler<Unsubscribe> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
+        self.forward.unsubscribe(id);
     }
 }
