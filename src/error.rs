@@ -6,7 +6,7 @@
 
 use std::{fmt, io, sync::Arc};
 
-use crate::{lookup::SkippedProducer, protocol::ServerError};
+use crate::{http::SkippedProducer, protocol::ServerError};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

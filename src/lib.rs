@@ -146,8 +146,9 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
 pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
 pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
-pub use http::{LookupdHttpClient, NsqdHttpClient};
-pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
+pub use http::{
+    LookupResponse, LookupdHttpClient, NodeInfo, NsqdHttpClient, ProducerInfo, SkippedProducer,
+};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 // `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
 // with `actix::Message` under `use actix::prelude::*; use actix_nsq::*;`.

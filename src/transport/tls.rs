@@ -254,11 +254,6 @@ impl TlsConfig {
     }
 }
 
-/// HTTPS settings with the built-in (webpki) roots.
-pub(crate) fn default_http_tls() -> Result<Arc<ClientConfig>> {
-    TlsConfig::new().http_client_config()
-}
-
 fn parse_server_name(name: String) -> Result<ServerName<'static>> {
     ServerName::try_from(name.clone())
         .map_err(|e| Error::Tls(format!("{name:?} is not a valid server name: {e}")))

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{db::PeerInfo, State};
-use crate::lookup::ProducerInfo;
+use crate::http::ProducerInfo;
 
 /// One test nsqlookupd, as a registration target.
 #[derive(Clone)]
