@@ -22,9 +22,10 @@ pub struct ProducerInfo {
     pub http_port: u16,
     /// nsqd's version.
     pub version: String,
-    /// nsqd `--topology-zone` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-zone` (nsqlookupd after v1.3.0, for the topology-aware-consumption
+    /// experiment; empty from v1.3.0 and earlier).
     pub topology_zone: String,
-    /// nsqd `--topology-region` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-region` (as `topology_zone`).
     pub topology_region: String,
 }
 
