@@ -6,7 +6,7 @@
 
 use std::{fmt, io, sync::Arc};
 
-use crate::{lookup::SkippedProducer, protocol::ServerError};
+use crate::{http::SkippedProducer, protocol::ServerError};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -173,20 +173,20 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(Arc<io::Error>),
     /// TLS setup or handshake failed, or the server did not offer TLS when it was required.
-    #[error("tls: {0}")]
-    Tls(String),
-    /// Compression (snappy or deflate) failed.
-    #[error("compression: {0}")]
-    Compression(String),
+    #[error("tls: {message}")]
+    Tls {
+        /// What failed, with the cause's text (as [`Display`](fmt::Display) shows it).
+        message: String,
+        /// The cause (rustls, a PEM parser, an I/O error), when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The server requires AUTH and no secret was configured, or AUTH was refused.
     #[error("authentication: {0}")]
     Auth(String),
     /// An operation did not complete in time; `what` says which.
     #[error("timed out: {0}")]
     Timeout(&'static str),
-    /// The connection was lost while the request was pending; it may be retried.
-    #[error("disconnected from nsqd")]
-    Disconnected,
     /// A publish was written but its connection died before nsqd answered: the message may or
     /// may not have been enqueued. Retrying can duplicate it.
     #[error("publish outcome unknown: the connection to {addr} was lost before nsqd answered")]
@@ -253,9 +253,6 @@ pub enum Error {
     /// A message handler failed, panicked or went away.
     #[error("handler: {0}")]
     Handler(String),
-    /// An actor's mailbox was closed or full.
-    #[error("mailbox: {0}")]
-    Mailbox(String),
     /// A Redis error from the RSMQ transport.
     #[error("redis: {0}")]
     Redis(String),
@@ -275,7 +272,7 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         match self {
             Error::Server(e) => e.code.is_fatal(),
-            Error::Protocol(_) | Error::Io(_) | Error::Tls(_) | Error::Compression(_) => true,
+            Error::Protocol(_) | Error::Io(_) | Error::Tls { .. } => true,
             Error::Auth(_) => true,
             _ => false,
         }
@@ -285,8 +282,7 @@ impl Error {
     pub fn is_disconnect(&self) -> bool {
         matches!(
             self,
-            Error::Disconnected
-                | Error::NotConnected
+            Error::NotConnected
                 | Error::Connect { .. }
                 | Error::ConnectionLost { .. }
                 | Error::OutcomeUnknown { .. }
@@ -311,6 +307,26 @@ impl Error {
             self,
             Error::InvalidName { .. } | Error::InvalidBody(_) | Error::Config { .. }
         )
+    }
+
+    /// A TLS error with no underlying cause.
+    pub(crate) fn tls(message: impl Into<String>) -> Self {
+        Error::Tls {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A TLS error caused by `source`: `context` and the cause's text make the message, and
+    /// the cause stays reachable through [`std::error::Error::source`].
+    pub(crate) fn tls_caused(
+        context: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Tls {
+            message: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
     }
 
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
@@ -363,8 +379,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let io = io::Error::new(io::ErrorKind::InvalidData, "bad record");
+        let err = Error::tls_caused("handshake with nsqd at h failed", io);
+        assert_eq!(
+            err.to_string(),
+            "tls: handshake with nsqd at h failed: bad record"
+        );
+        let cause = err.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "bad record");
+        assert!(Error::tls("no TLS offered").source().is_none());
+        assert!(err.is_fatal());
+    }
+
+    #[test]
     fn predicates_classify() {
-        assert!(Error::Disconnected.is_disconnect());
+        assert!(Error::NotConnected.is_disconnect());
         assert!(Error::OutcomeUnknown { addr: "x".into() }.outcome_unknown());
         assert!(Error::Timeout("publish").is_timeout());
         assert!(Error::config("max_in_flight", "too big").is_invalid_input());

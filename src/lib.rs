@@ -170,9 +170,10 @@ pub use events::{ListenerId, MessageEvent};
 pub use handler::{
     BatchResult, BlockingHandler, DeliveryBatch, GiveUp, GiveUpHandler, HandlerEvent,
 };
-pub use http::{LookupdHttpClient, NsqdHttpClient};
+pub use http::{
+    LookupResponse, LookupdHttpClient, NodeInfo, NsqdHttpClient, ProducerInfo, SkippedProducer,
+};
 pub use link::NsqdLink;
-pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
 pub use producer::{IntoTopic, Producer, ProducerBuilder, RetryPolicy};
 // `protocol::Message` (the wire frame) stays in `protocol`: a top-level `Message` would clash
 // with `actix::Message` under `use actix::prelude::*; use actix_nsq::*;`.

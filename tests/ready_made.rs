@@ -511,7 +511,7 @@ async fn link_reports_handshake_failures() {
     let nsqd = TestNsqd::start().unwrap();
     let config = ConnectionConfig::new().tls(TestNsqd::tls_config());
     let result = NsqdLink::connect(nsqd.addr().to_string(), &config).await;
-    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
+    assert!(matches!(result, Err(Error::Tls { .. })), "{result:?}");
     let result = NsqdLink::connect("no port", &ConnectionConfig::new()).await;
     assert!(
         matches!(result, Err(Error::Config { field: "nsqd", .. })),

@@ -350,7 +350,7 @@ impl Supervised for NsqdConnection {
         self.counters.connected.store(false, Relaxed);
         self.counters.rdy.store(0, Relaxed);
         self.counters.in_flight.store(0, Relaxed);
-        self.fail_waiters(&Error::Disconnected);
+        self.fail_waiters(&Error::NotConnected);
     }
 }
 

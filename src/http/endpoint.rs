@@ -7,9 +7,10 @@ use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::lookup_response::{decode, decode_empty, error_message, ACCEPT_V1, CONTENT_TYPE_V1};
 use crate::{
     error::Error,
-    lookup::{decode, decode_empty, error_message, ACCEPT_V1, CONTENT_TYPE_V1},
+    protocol::{Channel, Topic},
     transport::TlsConfig,
 };
 
@@ -72,6 +73,39 @@ impl HttpSettings {
         Ok(())
     }
 }
+
+/// The [`HttpSettings`] setters, written once for every client builder that keeps its
+/// settings in a `settings` field: a macro rather than a trait, so that callers need no
+/// import and each builder's rustdoc lists them as its own methods.
+macro_rules! http_settings_setters {
+    () => {
+        /// Bound on each request, connecting included (default 5 s, nsqadmin's).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.timeout = timeout;
+            self
+        }
+
+        /// TLS settings for `https://` addresses (default: verify against the webpki roots).
+        pub fn tls(mut self, tls: $crate::TlsConfig) -> Self {
+            self.settings.tls = Some(tls);
+            self
+        }
+
+        /// The largest answer read (default 16 MiB); a larger one fails with
+        /// [`Error::Http`](crate::Error::Http).
+        pub fn max_response_size(mut self, bytes: usize) -> Self {
+            self.settings.max_response_size = bytes;
+            self
+        }
+
+        /// The `User-Agent` header (default `actix-nsq/<version>`).
+        pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+            self.settings.user_agent = agent.into();
+            self
+        }
+    };
+}
+pub(crate) use http_settings_setters;
 
 /// Normalises an nsqd or nsqlookupd HTTP address: `http://` is added when there is no scheme,
 /// a port is required, and a path prefix (a reverse proxy's) is kept without its trailing `/`.
@@ -206,8 +240,18 @@ impl Endpoint {
         settings: HttpSettings,
         what: &'static str,
     ) -> Result<Self, Error> {
+        Self::at(base_url(addr)?, settings, what)
+    }
+
+    /// An endpoint at `base` (`scheme://authority[/prefix]`), which the caller has checked:
+    /// the discoverer reads its addresses as go-nsq does (see
+    /// [`lookup_url`](super::lookupd::lookup_url)), not as a base URL.
+    pub(crate) fn at(
+        base: String,
+        settings: HttpSettings,
+        what: &'static str,
+    ) -> Result<Self, Error> {
         settings.validate()?;
-        let base = base_url(addr)?;
         let mut connector = awc::Connector::new().timeout(settings.timeout);
         // Build TLS (and its root store, a few hundred KB) only for https endpoints.
         if base.starts_with("https://") {
@@ -246,18 +290,35 @@ impl Endpoint {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, Error> {
-        let mut url = format!("{}{path}", self.base);
+        let mut path = path.to_owned();
         if !query.is_empty() {
-            url.push('?');
-            url.push_str(&encode_query(query));
+            path.push('?');
+            path.push_str(&encode_query(query));
         }
-        let request = match method {
+        self.send_to(method, &path, body, None).await
+    }
+
+    /// Sends one request to `path_and_query` (already encoded) below the base, with an
+    /// `Authorization` header when one is given, and reads the answer, whatever its status.
+    pub(crate) async fn send_to(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        authorization: Option<&str>,
+    ) -> Result<Answer, Error> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut request = match method {
             Method::Get => self.client.get(&url),
             Method::Post => self.client.post(&url),
             Method::Put => self.client.put(&url),
         };
+        if let Some(value) = authorization {
+            request = request.insert_header(("Authorization", value));
+        }
         let shown = redact_credentials(&url);
-        tracing::debug!(url = %shown, ?method, body_len = body.len(), "nsq http request");
+        let auth = authorization.is_some();
+        tracing::debug!(url = %shown, ?method, body_len = body.len(), auth, "nsq http request");
         let sent = match method {
             Method::Get => request.send().await,
             Method::Post | Method::Put => request.send_body(body).await,
@@ -293,6 +354,34 @@ impl Endpoint {
             return Err(answer.into_error());
         }
         Ok(answer)
+    }
+
+    /// `POST path` with no body, any status but 200 an error: the admin calls of both APIs.
+    pub(crate) async fn post(&self, path: &str, query: &[(&str, &str)]) -> Result<(), Error> {
+        self.call(Method::Post, path, query, Bytes::new())
+            .await?
+            .empty()
+    }
+
+    /// `POST path?topic=`, the name checked before anything is sent.
+    pub(crate) async fn post_topic(&self, path: &str, topic: &str) -> Result<(), Error> {
+        let topic = Topic::new(topic)?;
+        self.post(path, &[("topic", topic.as_str())]).await
+    }
+
+    /// `POST path?topic=&channel=`, both names checked before anything is sent.
+    pub(crate) async fn post_channel(
+        &self,
+        path: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), Error> {
+        let (topic, channel) = (Topic::new(topic)?, Channel::new(channel)?);
+        self.post(
+            path,
+            &[("topic", topic.as_str()), ("channel", channel.as_str())],
+        )
+        .await
     }
 
     fn send_error(&self, e: SendRequestError) -> Error {

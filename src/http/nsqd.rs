@@ -5,14 +5,13 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 
 use super::{
-    endpoint::{redact_credentials, Endpoint, HttpSettings, Method},
+    endpoint::{http_settings_setters, redact_credentials, Endpoint, HttpSettings, Method},
     mpub::{encode_binary, encode_lines, MpubMode},
     stats::{NsqdInfo, NsqdStats},
 };
 use crate::{
     error::{BodyError, Error},
     protocol::{Batch, Body, Channel, PublishLimits, Topic},
-    transport::TlsConfig,
 };
 
 /// Filters for [`NsqdHttpClient::stats`]. By default, as in nsqd, everything is included.
@@ -101,29 +100,7 @@ impl NsqdHttpClientBuilder {
     /// nsqd's `--max-req-timeout` default: the longest `/pub?defer=` it accepts.
     pub const DEFAULT_MAX_DEFER: Duration = Duration::from_secs(60 * 60);
 
-    /// Bound on each request, connecting included (default 5 s, nsqadmin's).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
-    }
-
-    /// TLS settings for `https://` addresses (default: verify against the webpki roots).
-    pub fn tls(mut self, tls: TlsConfig) -> Self {
-        self.settings.tls = Some(tls);
-        self
-    }
-
-    /// The largest answer read (default 16 MiB); a larger one fails with [`Error::Http`].
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.settings.max_response_size = bytes;
-        self
-    }
-
-    /// The `User-Agent` header (default `actix-nsq/<version>`).
-    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
-        self.settings.user_agent = agent.into();
-        self
-    }
+    http_settings_setters!();
 
     /// The server's `--max-msg-size` and `--max-body-size` (default nsqd's: 1 MiB, 5 MiB):
     /// larger publishes fail before anything is sent.
@@ -216,10 +193,6 @@ impl fmt::Debug for NsqdHttpClient {
 
 fn topic(name: &str) -> Result<Topic, Error> {
     Topic::new(name)
-}
-
-fn topic_channel(topic: &str, channel: &str) -> Result<(Topic, Channel), Error> {
-    Ok((Topic::new(topic)?, Channel::new(channel)?))
 }
 
 impl NsqdHttpClient {
@@ -376,31 +349,15 @@ impl NsqdHttpClient {
             .empty()
     }
 
-    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Result<(), Error> {
-        self.endpoint
-            .call(Method::Post, path, params, Bytes::new())
-            .await?
-            .empty()
-    }
-
-    async fn topic_action(&self, path: &str, topic: &str) -> Result<(), Error> {
-        let topic = self::topic(topic)?;
-        self.post(path, &[("topic", topic.as_str())]).await
-    }
-
-    async fn channel_action(&self, path: &str, topic: &str, channel: &str) -> Result<(), Error> {
-        let (topic, channel) = topic_channel(topic, channel)?;
-        let params = [("topic", topic.as_str()), ("channel", channel.as_str())];
-        self.post(path, &params).await
-    }
-
     /// `POST /topic/create`: creates a topic (nothing happens if it exists).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidName`]; [`Error::Http`], [`Error::Timeout`].
     pub async fn create_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/create", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/create", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/delete`: deletes a topic, its channels and messages.
@@ -409,7 +366,9 @@ impl NsqdHttpClient {
     ///
     /// [`Error::Http`] `404 TOPIC_NOT_FOUND`; as [`create_topic`](Self::create_topic).
     pub async fn delete_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/delete", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/delete", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/empty`: drops the messages the topic holds (not its channels').
@@ -418,7 +377,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn empty_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/empty", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/empty", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/pause`: the topic holds new messages instead of passing them on.
@@ -427,7 +388,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn pause_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/pause", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/pause", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/unpause`.
@@ -436,7 +399,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn unpause_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/unpause", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/unpause", topic.as_ref())
+            .await
     }
 
     /// `POST /channel/create`: creates a channel of an existing topic.
@@ -449,7 +414,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/create", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/create", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -464,7 +430,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/delete", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/delete", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -478,7 +445,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/empty", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/empty", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -492,7 +460,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/pause", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/pause", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -506,7 +475,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/unpause", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/unpause", topic.as_ref(), channel.as_ref())
             .await
     }
 

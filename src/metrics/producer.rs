@@ -24,7 +24,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Timeout(_) => "timeout",
         Error::Server(_) => "server",
         Error::OutcomeUnknown { .. } => "outcome_unknown",
-        Error::NotConnected | Error::Disconnected => "not_connected",
+        Error::NotConnected => "not_connected",
         Error::Connect { .. } | Error::GaveUp { .. } => "connect",
         Error::Stopped => "stopped",
         Error::InvalidBody(_) | Error::InvalidName { .. } => "rejected",

@@ -270,7 +270,7 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
     let tls = match (&cfg.tls, identify.tls_v1) {
         (Some(_), false) => {
             // go-nsq goes on in plaintext here; a client that asked for TLS must not.
-            return Err(Error::Tls(format!(
+            return Err(Error::tls(format!(
                 "server does not offer TLS: nsqd at {host} answered IDENTIFY with tls_v1 false \
                  (is it running with --tls-cert and --tls-key?)"
             )));
@@ -373,12 +373,15 @@ async fn upgrade_tls(wire: Wire, tls: &TlsConfig, host: &str) -> Result<Wire> {
     let stream = connector
         .connect(name, wire.into_stream())
         .await
-        .map_err(|e| Error::Tls(format!("handshake with nsqd at {host} failed: {e}")))?;
+        .map_err(|e| Error::tls_caused(format_args!("handshake with nsqd at {host} failed"), e))?;
     let mut wire = Wire::new(Box::new(stream), codec);
     match wire.expect_ok("TLS upgrade").await {
         // With TLS 1.3 the server judges the client certificate after the client finished:
         // a refusal arrives as an alert on this first read.
-        Err(Error::Io(e)) => Err(Error::Tls(format!("first read over TLS from {host}: {e}"))),
+        Err(Error::Io(e)) => Err(Error::tls_caused(
+            format_args!("first read over TLS from {host}"),
+            e,
+        )),
         other => other,
     }?;
     Ok(wire)

@@ -151,7 +151,7 @@ async fn tls_with_the_wrong_root_fails() {
     cfg.tls = Some(tls_config(OTHER_CA));
     let err = connect(&addr, &cfg).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("UnknownIssuer")),
         "{err}"
     );
     server.await.unwrap();
@@ -171,7 +171,7 @@ async fn fails_closed_when_tls_was_asked_for_and_not_offered() {
     cfg.subscribe = Some((Topic::new("t").unwrap(), Channel::new("c").unwrap()));
     let err = connect(&addr, &cfg).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.starts_with("server does not offer TLS")),
+        matches!(&err, Error::Tls { message: m, .. } if m.starts_with("server does not offer TLS")),
         "{err}"
     );
     assert_eq!(
@@ -203,7 +203,7 @@ async fn mutual_tls_presents_the_client_certificate() {
         server.await.unwrap();
         match result {
             Ok(established) => assert!(with_cert && established.negotiated.tls),
-            Err(Error::Tls(m)) => assert!(!with_cert, "{m}"),
+            Err(Error::Tls { message: m, .. }) => assert!(!with_cert, "{m}"),
             Err(other) => panic!("{other}"),
         }
     }

@@ -1,15 +1,16 @@
-//! What the test nsqd sends is what nsqd v1.3.0 sends: field for field, checked against the
-//! Go structs at that tag (`git show v1.3.0:nsqd/...` in nsqio/nsq). Later nsqd adds
-//! `topology_region`/`topology_zone` to IDENTIFY, `/info` and `/stats`; v1.3.0 has no topology.
+//! What the test nsqd and nsqlookupd send is what v1.3.0 sends: field for field, checked
+//! against the Go structs at that tag (`git show v1.3.0:nsqd/...`, `v1.3.0:nsqlookupd/...` in
+//! nsqio/nsq). Later nsq adds `topology_region`/`topology_zone` to IDENTIFY, `/info`, `/stats`
+//! and nsqlookupd's producers; v1.3.0 has no topology.
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{SocketAddr, TcpStream},
 };
 
 use actix_nsq::{
     protocol::{Frame, Response},
-    testing::TestNsqd,
+    testing::{TestLookupd, TestNsqd},
 };
 use serde_json::{json, Value};
 
@@ -38,7 +39,12 @@ fn identify_reply_is_exactly_v1_3_0s() {
 
 /// A blocking `GET` on the test nsqd's HTTP listener; the JSON body.
 fn get_json(nsqd: &TestNsqd, target: &str) -> Value {
-    let mut s = TcpStream::connect(nsqd.http_addr()).unwrap();
+    get_json_at(nsqd.http_addr(), target)
+}
+
+/// A blocking `GET` on an HTTP listener; the JSON body.
+fn get_json_at(addr: SocketAddr, target: &str) -> Value {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     write!(
         s,
@@ -121,4 +127,35 @@ fn stats_clients_have_exactly_v1_3_0s_fields() {
         ]),
         "{client}"
     );
+}
+
+/// `PeerInfo` in `nsqlookupd/registration_db.go` and `node` in `nsqlookupd/http.go` at
+/// v1.3.0: the test nsqlookupd's `/lookup` and `/nodes` entries have exactly their fields (the
+/// topology fields came after v1.3.0).
+#[test]
+fn lookupd_lookup_and_nodes_have_exactly_v1_3_0s_fields() {
+    let lookupd = TestLookupd::start().unwrap();
+    let nsqd = TestNsqd::builder().lookupd(&lookupd).start().unwrap();
+    nsqd.create_topic("fidelity").unwrap();
+    assert!(lookupd.wait_until(PATIENCE, |l| l.producers("fidelity").len() == 1));
+    let peer = vec![
+        "remote_address",
+        "hostname",
+        "broadcast_address",
+        "tcp_port",
+        "http_port",
+        "version",
+    ];
+    let lookup = get_json_at(lookupd.http_addr(), "/lookup?topic=fidelity");
+    assert_eq!(keys(&lookup), sorted(vec!["channels", "producers"]));
+    assert_eq!(keys(&lookup["producers"][0]), sorted(peer.clone()));
+    let nodes = get_json_at(lookupd.http_addr(), "/nodes");
+    assert_eq!(keys(&nodes), ["producers"]);
+    let node = &nodes["producers"][0];
+    assert_eq!(
+        keys(node),
+        sorted([peer, vec!["tombstones", "topics"]].concat())
+    );
+    assert_eq!(node["topics"], json!(["fidelity"]));
+    assert_eq!(node["tombstones"], json!([false]));
 }

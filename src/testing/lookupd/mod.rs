@@ -22,7 +22,7 @@ pub(crate) use registrar::{LookupdLink, PeerSpec, Registrar};
 
 use self::db::{Lifetimes, RegistrationDb};
 use super::http::{serve, test_tls_acceptor, ServerConfig};
-use crate::{error::Error, lookup::ProducerInfo};
+use crate::{error::Error, http::ProducerInfo};
 
 /// How long starting the server thread may take.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

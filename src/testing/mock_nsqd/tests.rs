@@ -231,7 +231,7 @@ async fn the_client_handshake_runs_over_the_pipes_without_upgrades() {
     let error = crate::transport::connect(nsqd.addr(), &config.handshake(None))
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::Tls(_)), "{error:?}");
+    assert!(matches!(error, Error::Tls { .. }), "{error:?}");
 }
 
 #[tokio::test]

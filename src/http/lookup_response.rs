@@ -1,4 +1,7 @@
-//! nsqlookupd's `/lookup` answer, in both shapes it has had.
+//! nsqlookupd's answers (`/lookup`, `/nodes`) and the decoding of nsq's two answer shapes.
+//!
+//! Plain types and functions: the HTTP clients and the consumer's discoverer both use them,
+//! so neither depends on the other's module.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +22,10 @@ pub struct ProducerInfo {
     pub http_port: u16,
     /// nsqd's version.
     pub version: String,
-    /// nsqd `--topology-zone` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-zone` (nsqlookupd after v1.3.0, for the topology-aware-consumption
+    /// experiment; empty from v1.3.0 and earlier).
     pub topology_zone: String,
-    /// nsqd `--topology-region` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-region` (as `topology_zone`).
     pub topology_region: String,
 }
 
@@ -203,6 +207,11 @@ impl NodeInfo {
             .any(|(t, tombstoned)| t == topic && *tombstoned)
     }
 }
+
+/// The media type nsqlookupd ≥ 1.0 answers in without the legacy wrapper.
+pub(crate) const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
+/// The header that says the answer is not wrapped.
+pub(crate) const CONTENT_TYPE_V1: &str = "nsq; version=1.0";
 
 /// Go marshals a nil slice as `null`; read it as empty.
 pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
