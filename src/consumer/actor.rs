@@ -10,7 +10,10 @@
 use std::{
     collections::HashMap,
     rc::Rc,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -423,16 +426,19 @@ impl Handler<AddNsqd> for ConsumerActor {
 }
 
 /// Stop gracefully within `deadline`; resolves with the number of abandoned messages.
-#[derive(Debug, Clone, Copy, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "u32")]
 pub(crate) struct Stop {
     pub(crate) deadline: Duration,
+    /// Set once the stop is complete (`Consumer::is_running`), even if the caller stopped
+    /// waiting for it.
+    pub(crate) stopped: Arc<AtomicBool>,
 }
 
 impl Handler<Stop> for ConsumerActor {
     type Result = ResponseActFuture<Self, u32>;
 
-    fn handle(&mut self, Stop { deadline }: Stop, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Stop { deadline, stopped }: Stop, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
         if let Some(discoverer) = self.discoverer.take() {
             // Its poll timer would otherwise keep it querying after the consumer is gone.
@@ -456,13 +462,57 @@ impl Handler<Stop> for ConsumerActor {
                 abandoned
             }
             .into_actor(self)
-            .map(|abandoned, act, ctx| {
+            .map(move |abandoned, act, ctx| {
                 act.conns.clear();
                 act.flow = None;
                 act.subscription = None;
+                stopped.store(true, Ordering::Release);
                 ctx.stop();
                 abandoned
             }),
         )
+    }
+}
+
+/// Query nsqlookupd now, at the user's request (pynsq and gnsq `query_lookupd`), within
+/// `RequeryLimiter::force`'s floor. Answers whether there is a discoverer to ask.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub(crate) struct QueryLookupd;
+
+impl Handler<QueryLookupd> for ConsumerActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: QueryLookupd, ctx: &mut Context<Self>) -> bool {
+        if self.discoverer.is_none() {
+            return false; // no nsqlookupd configured, or stopping
+        }
+        match self.requeries.force(Instant::now()) {
+            RequeryDecision::Now => self.send_requery(),
+            RequeryDecision::After(delay) => {
+                ctx.run_later(delay, |act, _| {
+                    act.requeries.forced_sent(Instant::now());
+                    act.send_requery();
+                });
+            }
+            RequeryDecision::Coalesced => {}
+        }
+        true
+    }
+}
+
+/// Run the RDY policy's redistribution now instead of at the next tick (go-nsq's
+/// `redistributeRDY`, pynsq/gnsq `redistribute_ready_state`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Redistribute;
+
+impl Handler<Redistribute> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Redistribute, _: &mut Context<Self>) {
+        if let Some(flow) = &self.flow {
+            flow.tick();
+        }
     }
 }
