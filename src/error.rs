@@ -8,6 +8,10 @@ use std::{fmt, io, sync::Arc};
 
 use crate::{lookup::SkippedProducer, protocol::ServerError};
 
+/// What [`Error::Timeout`] says when a publish timed out before it was handed to a
+/// connection: nothing was written.
+pub(crate) const PUBLISH_NOT_SENT: &str = "waiting for a publish slot (nothing was written)";
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -300,9 +304,14 @@ impl Error {
     }
 
     /// True when a publish may have been enqueued even though it failed: retrying it can
-    /// produce a duplicate.
+    /// produce a duplicate. A timeout counts, except one that struck before the publish was
+    /// handed to a connection (waiting for a publish slot): nothing was written then.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::OutcomeUnknown { .. } | Error::Timeout(_))
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Timeout(what) => *what != PUBLISH_NOT_SENT,
+            _ => false,
+        }
     }
 
     /// True when the input, not the network, was at fault: retrying the same call fails again.
@@ -367,6 +376,9 @@ mod tests {
         assert!(Error::Disconnected.is_disconnect());
         assert!(Error::OutcomeUnknown { addr: "x".into() }.outcome_unknown());
         assert!(Error::Timeout("publish").is_timeout());
+        assert!(Error::Timeout("publish").outcome_unknown());
+        assert!(!Error::Timeout(PUBLISH_NOT_SENT).outcome_unknown());
+        assert!(!Error::NotConnected.outcome_unknown());
         assert!(Error::config("max_in_flight", "too big").is_invalid_input());
         assert_eq!(
             Error::config("max_in_flight", "must be at most 65535").to_string(),

@@ -1,9 +1,12 @@
 //! Receives connection events for a producer: keeps each connection's health, wakes publishes
 //! waiting for a connection, and forwards the events to the user's recipient, if any.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
-use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Recipient};
+use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Message, Recipient};
 use tokio::sync::Notify;
 
 use super::limits::{self, ServerLimits};
@@ -33,7 +36,16 @@ pub(super) struct EventRelay {
     last_error: Arc<Mutex<Option<Error>>>,
     forward: Option<Recipient<ConnectionEvent>>,
     /// Per connection id: the nsqd's HTTP address, if known, and its limits to update.
-    learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
+    learn_from: HashMap<u64, (Option<String>, Arc<ServerLimits>)>,
+}
+
+/// A new connection (sent before it starts): where to learn its limits from.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct Track {
+    pub(super) id: u64,
+    pub(super) http: Option<String>,
+    pub(super) limits: Arc<ServerLimits>,
 }
 
 impl EventRelay {
@@ -48,25 +60,14 @@ impl EventRelay {
             healths,
             last_error,
             forward,
-            learn_from: Vec::new(),
+            learn_from: HashMap::new(),
         }
-    }
-
-    pub(super) fn learn_limits_from(
-        mut self,
-        learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
-    ) -> Self {
-        self.learn_from = learn_from;
-        self
     }
 
     /// Reads the nsqd's limits from its HTTP API (if its address is known): every time the
     /// connection comes up, as nsqd may have restarted with other flags.
     fn learn_limits(&self, id: u64, addr: &str, ctx: &mut Context<Self>) {
-        let entry = usize::try_from(id)
-            .ok()
-            .and_then(|i| self.learn_from.get(i));
-        let Some((Some(http), limits)) = entry.cloned() else {
+        let Some((Some(http), limits)) = self.learn_from.get(&id).cloned() else {
             return;
         };
         let addr = addr.to_owned();
@@ -104,6 +105,14 @@ impl EventRelay {
 
 impl Actor for EventRelay {
     type Context = Context<Self>;
+}
+
+impl Handler<Track> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, Track { id, http, limits }: Track, _: &mut Context<Self>) {
+        self.learn_from.insert(id, (http, limits));
+    }
 }
 
 impl Handler<ConnectionEvent> for EventRelay {
