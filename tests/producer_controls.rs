@@ -130,3 +130,24 @@ async fn connect_nsqd_adds_an_nsqd_at_run_time() {
     ));
     assert!(eventually(|| first.clients().is_empty() && second.clients().is_empty()).await);
 }
+
+#[actix_rt::test]
+async fn a_stop_whose_caller_gave_up_waiting_still_completes() {
+    let nsqd = TestNsqd::start().unwrap();
+    let producer = Producer::builder()
+        .nsqd(nsqd.addr().to_string())
+        .start()
+        .unwrap();
+    producer.publish("events", "x").await.unwrap();
+    nsqd.delay_frames(Duration::from_millis(300));
+    let publishing = producer.clone();
+    let publish = actix_rt::spawn(async move { publishing.publish("events", "y").await });
+    assert!(eventually(|| producer.outstanding() == 1).await);
+    let waited = tokio::time::timeout(Duration::from_millis(1), producer.stop()).await;
+    assert!(waited.is_err(), "the stop was still running");
+    assert!(producer.is_running());
+    publish.await.unwrap().unwrap();
+    assert!(eventually(|| !producer.is_running()).await);
+    assert!(eventually(|| nsqd.clients().is_empty()).await, "closed");
+    assert_eq!(nsqd.topic_depth("events"), 2);
+}

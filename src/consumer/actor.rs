@@ -21,6 +21,7 @@ use actix::{
     ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
     ResponseActFuture, Supervised, Supervisor, WrapFuture,
 };
+use tokio::sync::oneshot;
 
 use super::{
     discovery::{pick_within_limit, Dormant, Requery as RequeryDecision, RequeryLimiter},
@@ -425,20 +426,28 @@ impl Handler<AddNsqd> for ConsumerActor {
     }
 }
 
-/// Stop gracefully within `deadline`; resolves with the number of abandoned messages.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "u32")]
+/// Stop gracefully within `deadline`; answers on `done` with the number of abandoned
+/// messages. Sent with `do_send`: actix skips a message whose `send` requester went away
+/// before it was handled, and a stop, once asked for, must happen even if the caller stops
+/// waiting for it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
 pub(crate) struct Stop {
     pub(crate) deadline: Duration,
-    /// Set once the stop is complete (`Consumer::is_running`), even if the caller stopped
-    /// waiting for it.
+    /// Set once the stop is complete (`Consumer::is_running`).
     pub(crate) stopped: Arc<AtomicBool>,
+    pub(crate) done: oneshot::Sender<u32>,
 }
 
 impl Handler<Stop> for ConsumerActor {
-    type Result = ResponseActFuture<Self, u32>;
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, Stop { deadline, stopped }: Stop, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, stop: Stop, _: &mut Context<Self>) -> Self::Result {
+        let Stop {
+            deadline,
+            stopped,
+            done,
+        } = stop;
         self.stopping = true;
         if let Some(discoverer) = self.discoverer.take() {
             // Its poll timer would otherwise keep it querying after the consumer is gone.
@@ -468,7 +477,7 @@ impl Handler<Stop> for ConsumerActor {
                 act.subscription = None;
                 stopped.store(true, Ordering::Release);
                 ctx.stop();
-                abandoned
+                let _ = done.send(abandoned);
             }),
         )
     }

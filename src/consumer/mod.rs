@@ -227,12 +227,17 @@ impl Consumer {
     }
 
     /// As [`stop`](Self::stop), with an explicit deadline.
+    ///
+    /// The stop is under way from the first poll of the returned future: it completes even
+    /// if that future is dropped then (e.g. by a `timeout` around it).
     pub async fn stop_within(&self, deadline: Duration) -> u32 {
-        let stop = Stop {
+        let (done, abandoned) = tokio::sync::oneshot::channel();
+        self.actor.do_send(Stop {
             deadline,
             stopped: self.stopped.clone(),
-        };
-        self.actor.send(stop).await.unwrap_or(0)
+            done,
+        });
+        abandoned.await.unwrap_or(0)
     }
 }
 

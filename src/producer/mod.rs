@@ -23,7 +23,7 @@ use std::{
 use actix::{Actor, Addr, MailboxError};
 use bytes::Bytes;
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{oneshot, Notify, Semaphore},
     time::{timeout_at, Instant},
 };
 
@@ -31,11 +31,11 @@ pub use builder::{ProducerBuilder, RetryPolicy};
 
 use self::{
     limits::ServerLimits,
-    relay::{EventRelay, Health, Healths, Track},
+    relay::{EventRelay, Health, Healths, StopAll, Track},
 };
 use crate::{
     conn::{
-        validate_addr, Close, ConnCounters, ConnectionConfig, ConnectionParams, ConnectionStats,
+        validate_addr, ConnCounters, ConnectionConfig, ConnectionParams, ConnectionStats,
         NsqdConnection, Ping, Publish,
     },
     error::{BodyError, Error, PUBLISH_NOT_SENT},
@@ -98,7 +98,7 @@ struct Inner {
     limits: PublishLimits,
     stopped: AtomicBool,
     /// Set when a stop completed.
-    stop_done: AtomicBool,
+    stop_done: Arc<AtomicBool>,
     /// Notified whenever a connection's health changes.
     changed: Arc<Notify>,
     healths: Healths,
@@ -163,7 +163,7 @@ impl Producer {
                 retry: builder.retry,
                 limits: builder.connection.publish_limits,
                 stopped: AtomicBool::new(false),
-                stop_done: AtomicBool::new(false),
+                stop_done: Arc::new(AtomicBool::new(false)),
                 changed,
                 healths,
                 last_error,
@@ -393,18 +393,19 @@ impl Producer {
     }
 
     /// As [`stop`](Self::stop), with a deadline for outstanding publishes.
+    ///
+    /// The stop is under way from the first poll of the returned future: it completes even
+    /// if that future is dropped then (e.g. by a `timeout` around it).
     pub async fn stop_within(&self, deadline: Duration) {
         self.inner.stopped.store(true, Ordering::SeqCst);
-        let closes: Vec<_> = self
-            .slots()
-            .iter()
-            .map(|slot| slot.actor.send(Close { deadline }))
-            .collect();
-        // Completes even if this future is dropped: the closes are in the mailboxes.
-        for close in closes {
-            let _ = close.await;
-        }
-        self.inner.stop_done.store(true, Ordering::Release);
+        let (done, finished) = oneshot::channel();
+        self.inner.relay.do_send(StopAll {
+            conns: self.slots().iter().map(|s| s.actor.clone()).collect(),
+            deadline,
+            stopped: self.inner.stop_done.clone(),
+            done,
+        });
+        let _ = finished.await;
     }
 
     /// A snapshot of every connection.

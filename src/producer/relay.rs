@@ -3,14 +3,21 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
-use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Message, Recipient};
-use tokio::sync::Notify;
+use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler, Message, Recipient};
+use tokio::sync::{oneshot, Notify};
 
 use super::limits::{self, ServerLimits};
-use crate::{conn::ConnectionEvent, error::Error};
+use crate::{
+    conn::{Close, ConnectionEvent, NsqdConnection},
+    error::Error,
+};
 
 /// What a publish that finds no connection up needs to know about one connection.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +112,38 @@ impl EventRelay {
 
 impl Actor for EventRelay {
     type Context = Context<Self>;
+}
+
+/// Close every connection within `deadline`, then set `stopped` and answer on `done`. Sent
+/// with `do_send` and carried out here, so that the stop completes even if its caller stops
+/// waiting (actix skips a `send` whose requester went away before it was handled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct StopAll {
+    pub(super) conns: Vec<Addr<NsqdConnection>>,
+    pub(super) deadline: Duration,
+    pub(super) stopped: Arc<AtomicBool>,
+    pub(super) done: oneshot::Sender<()>,
+}
+
+impl Handler<StopAll> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, stop: StopAll, ctx: &mut Context<Self>) {
+        let deadline = stop.deadline;
+        let closes: Vec<_> = stop
+            .conns
+            .iter()
+            .map(|conn| conn.send(Close { deadline }))
+            .collect();
+        ctx.spawn(wrap_future(async move {
+            for close in closes {
+                let _ = close.await;
+            }
+            stop.stopped.store(true, Ordering::Release);
+            let _ = stop.done.send(());
+        }));
+    }
 }
 
 impl Handler<Track> for EventRelay {
