@@ -40,6 +40,43 @@ impl fmt::Display for NameKind {
     }
 }
 
+/// Which of Node rsmq's named errors an [`Error::Rsmq`] is (rsmq `index.ts` `ERRORS`; the
+/// other names there have their own variants, see the [`rsmq`](crate::rsmq) module's error
+/// table). Ask with [`Error::rsmq_kind`] or the predicates ([`Error::is_queue_not_found`],
+/// ...), which look through the whole source chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RsmqErrorKind {
+    /// `queueNotFound`: no queue of that name (Node's `_getQueue` found `vt`, `delay` or
+    /// `maxsize` missing, or `deleteQueue` deleted nothing).
+    QueueNotFound,
+    /// `queueExists`: `createQueue` for a name that already has a queue.
+    QueueExists,
+    /// `noAttributeSupplied`: `setQueueAttributes` with nothing to change.
+    NoAttributeSupplied,
+    /// `invalidValue`, for a value read from Redis: a queue's stored `vt` or `delay` that is
+    /// not a number of seconds (values the caller passes are checked as [`Error::Config`]).
+    InvalidValue,
+}
+
+impl RsmqErrorKind {
+    /// Node rsmq's name for it, e.g. `queueNotFound` (its `Error.name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RsmqErrorKind::QueueNotFound => "queueNotFound",
+            RsmqErrorKind::QueueExists => "queueExists",
+            RsmqErrorKind::NoAttributeSupplied => "noAttributeSupplied",
+            RsmqErrorKind::InvalidValue => "invalidValue",
+        }
+    }
+}
+
+impl fmt::Display for RsmqErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a frame from the wire (or a line a client sent to the test server) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -263,11 +300,13 @@ pub enum Error {
     /// A Redis error from the RSMQ transport.
     #[error("redis: {0}")]
     Redis(String),
-    /// An RSMQ rule (`queueExists`, `queueNotFound`, ...) as the Node original names it.
+    /// One of Node rsmq's named errors (`queueNotFound`, `queueExists`, ...); see
+    /// [`RsmqErrorKind`] and the predicates [`is_queue_not_found`](Self::is_queue_not_found),
+    /// [`is_queue_exists`](Self::is_queue_exists), ...
     #[error("rsmq {kind}: {message}")]
     Rsmq {
-        /// Node rsmq's error name, e.g. `queueNotFound`.
-        kind: &'static str,
+        /// Which one; its `Display` is Node's name, e.g. `queueNotFound`.
+        kind: RsmqErrorKind,
         /// The human-readable message.
         message: String,
     },
@@ -322,6 +361,43 @@ impl Error {
         )
     }
 
+    /// The [`RsmqErrorKind`] of this error or of any error in its source chain, if it is an
+    /// RSMQ named error.
+    pub fn rsmq_kind(&self) -> Option<RsmqErrorKind> {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = current {
+            // A boxed source (`Error::Connect`) is seen as the box, not the error in it.
+            let ours = error
+                .downcast_ref::<Error>()
+                .or_else(|| error.downcast_ref::<Box<Error>>().map(|b| &**b));
+            if let Some(Error::Rsmq { kind, .. }) = ours {
+                return Some(*kind);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// True for RSMQ `queueNotFound`: the queue does not exist.
+    pub fn is_queue_not_found(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueNotFound)
+    }
+
+    /// True for RSMQ `queueExists`: `create_queue` for a queue that exists.
+    pub fn is_queue_exists(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueExists)
+    }
+
+    /// True for RSMQ `noAttributeSupplied`: `set_queue_attributes` with nothing to change.
+    pub fn is_no_attribute_supplied(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::NoAttributeSupplied)
+    }
+
+    /// True for RSMQ `invalidValue`: a queue's stored `vt` or `delay` is unreadable.
+    pub fn is_invalid_stored_value(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::InvalidValue)
+    }
+
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::Config {
             field,
@@ -369,6 +445,52 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn rsmq_kinds_are_typed_and_found_through_the_source_chain() {
+        let not_found = Error::Rsmq {
+            kind: RsmqErrorKind::QueueNotFound,
+            message: "Queue not found: q".into(),
+        };
+        assert_eq!(
+            not_found.to_string(),
+            "rsmq queueNotFound: Queue not found: q"
+        );
+        assert!(not_found.is_queue_not_found());
+        assert!(!not_found.is_queue_exists());
+        let wrapped = Error::Connect {
+            addr: "redis".into(),
+            source: Box::new(not_found),
+        };
+        assert_eq!(wrapped.rsmq_kind(), Some(RsmqErrorKind::QueueNotFound));
+        assert!(wrapped.is_queue_not_found());
+        let kinds = [
+            (RsmqErrorKind::QueueExists, "queueExists"),
+            (RsmqErrorKind::NoAttributeSupplied, "noAttributeSupplied"),
+            (RsmqErrorKind::InvalidValue, "invalidValue"),
+        ];
+        for (kind, name) in kinds {
+            let error = Error::Rsmq {
+                kind,
+                message: String::new(),
+            };
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(
+                [
+                    error.is_queue_exists(),
+                    error.is_no_attribute_supplied(),
+                    error.is_invalid_stored_value()
+                ]
+                .iter()
+                .filter(|&&b| b)
+                .count(),
+                1,
+                "{name}: exactly one predicate"
+            );
+        }
+        assert_eq!(Error::Redis("x".into()).rsmq_kind(), None);
+        assert!(!Error::Stopped.is_queue_not_found());
     }
 
     #[test]

@@ -116,7 +116,7 @@ mod transport;
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
-pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
+pub use error::{BodyError, Error, NameKind, ProtocolError, Result, RsmqErrorKind};
 pub use handler::{BlockingHandler, GiveUp, HandlerEvent};
 pub use http::{LookupdHttpClient, NsqdHttpClient};
 pub use lookup::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
