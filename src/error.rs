@@ -8,6 +8,10 @@ use std::{fmt, io, sync::Arc};
 
 use crate::{http::SkippedProducer, protocol::ServerError};
 
+/// What [`Error::Timeout`] says when a publish timed out before it was handed to a
+/// connection: nothing was written.
+pub(crate) const PUBLISH_NOT_SENT: &str = "waiting for a publish slot (nothing was written)";
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -33,6 +37,43 @@ impl fmt::Display for NameKind {
             NameKind::Queue => "queue",
             NameKind::MessageId => "message id",
         })
+    }
+}
+
+/// Which of Node rsmq's named errors an [`Error::Rsmq`] is (rsmq `index.ts` `ERRORS`; the
+/// other names there have their own variants, see the [`rsmq`](crate::rsmq) module's error
+/// table). Ask with [`Error::rsmq_kind`] or the predicates ([`Error::is_queue_not_found`],
+/// ...), which look through the whole source chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RsmqErrorKind {
+    /// `queueNotFound`: no queue of that name (Node's `_getQueue` found `vt`, `delay` or
+    /// `maxsize` missing, or `deleteQueue` deleted nothing).
+    QueueNotFound,
+    /// `queueExists`: `createQueue` for a name that already has a queue.
+    QueueExists,
+    /// `noAttributeSupplied`: `setQueueAttributes` with nothing to change.
+    NoAttributeSupplied,
+    /// `invalidValue`, for a value read from Redis: a queue's stored `vt` or `delay` that is
+    /// not a number of seconds (values the caller passes are checked as [`Error::Config`]).
+    InvalidValue,
+}
+
+impl RsmqErrorKind {
+    /// Node rsmq's name for it, e.g. `queueNotFound` (its `Error.name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RsmqErrorKind::QueueNotFound => "queueNotFound",
+            RsmqErrorKind::QueueExists => "queueExists",
+            RsmqErrorKind::NoAttributeSupplied => "noAttributeSupplied",
+            RsmqErrorKind::InvalidValue => "invalidValue",
+        }
+    }
+}
+
+impl fmt::Display for RsmqErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -256,11 +297,13 @@ pub enum Error {
     /// A Redis error from the RSMQ transport.
     #[error("redis: {0}")]
     Redis(String),
-    /// An RSMQ rule (`queueExists`, `queueNotFound`, ...) as the Node original names it.
+    /// One of Node rsmq's named errors (`queueNotFound`, `queueExists`, ...); see
+    /// [`RsmqErrorKind`] and the predicates [`is_queue_not_found`](Self::is_queue_not_found),
+    /// [`is_queue_exists`](Self::is_queue_exists), ...
     #[error("rsmq {kind}: {message}")]
     Rsmq {
-        /// Node rsmq's error name, e.g. `queueNotFound`.
-        kind: &'static str,
+        /// Which one; its `Display` is Node's name, e.g. `queueNotFound`.
+        kind: RsmqErrorKind,
         /// The human-readable message.
         message: String,
     },
@@ -296,9 +339,14 @@ impl Error {
     }
 
     /// True when a publish may have been enqueued even though it failed: retrying it can
-    /// produce a duplicate.
+    /// produce a duplicate. A timeout counts, except one that struck before the publish was
+    /// handed to a connection (waiting for a publish slot): nothing was written then.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::OutcomeUnknown { .. } | Error::Timeout(_))
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Timeout(what) => *what != PUBLISH_NOT_SENT,
+            _ => false,
+        }
     }
 
     /// True when the input, not the network, was at fault: retrying the same call fails again.
@@ -327,6 +375,43 @@ impl Error {
             message: format!("{context}: {source}"),
             source: Some(Arc::new(source)),
         }
+    }
+
+    /// The [`RsmqErrorKind`] of this error or of any error in its source chain, if it is an
+    /// RSMQ named error.
+    pub fn rsmq_kind(&self) -> Option<RsmqErrorKind> {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = current {
+            // A boxed source (`Error::Connect`) is seen as the box, not the error in it.
+            let ours = error
+                .downcast_ref::<Error>()
+                .or_else(|| error.downcast_ref::<Box<Error>>().map(|b| &**b));
+            if let Some(Error::Rsmq { kind, .. }) = ours {
+                return Some(*kind);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// True for RSMQ `queueNotFound`: the queue does not exist.
+    pub fn is_queue_not_found(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueNotFound)
+    }
+
+    /// True for RSMQ `queueExists`: `create_queue` for a queue that exists.
+    pub fn is_queue_exists(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueExists)
+    }
+
+    /// True for RSMQ `noAttributeSupplied`: `set_queue_attributes` with nothing to change.
+    pub fn is_no_attribute_supplied(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::NoAttributeSupplied)
+    }
+
+    /// True for RSMQ `invalidValue`: a queue's stored `vt` or `delay` is unreadable.
+    pub fn is_invalid_stored_value(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::InvalidValue)
     }
 
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
@@ -394,10 +479,59 @@ mod tests {
     }
 
     #[test]
+    fn rsmq_kinds_are_typed_and_found_through_the_source_chain() {
+        let not_found = Error::Rsmq {
+            kind: RsmqErrorKind::QueueNotFound,
+            message: "Queue not found: q".into(),
+        };
+        assert_eq!(
+            not_found.to_string(),
+            "rsmq queueNotFound: Queue not found: q"
+        );
+        assert!(not_found.is_queue_not_found());
+        assert!(!not_found.is_queue_exists());
+        let wrapped = Error::Connect {
+            addr: "redis".into(),
+            source: Box::new(not_found),
+        };
+        assert_eq!(wrapped.rsmq_kind(), Some(RsmqErrorKind::QueueNotFound));
+        assert!(wrapped.is_queue_not_found());
+        let kinds = [
+            (RsmqErrorKind::QueueExists, "queueExists"),
+            (RsmqErrorKind::NoAttributeSupplied, "noAttributeSupplied"),
+            (RsmqErrorKind::InvalidValue, "invalidValue"),
+        ];
+        for (kind, name) in kinds {
+            let error = Error::Rsmq {
+                kind,
+                message: String::new(),
+            };
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(
+                [
+                    error.is_queue_exists(),
+                    error.is_no_attribute_supplied(),
+                    error.is_invalid_stored_value()
+                ]
+                .iter()
+                .filter(|&&b| b)
+                .count(),
+                1,
+                "{name}: exactly one predicate"
+            );
+        }
+        assert_eq!(Error::Redis("x".into()).rsmq_kind(), None);
+        assert!(!Error::Stopped.is_queue_not_found());
+    }
+
+    #[test]
     fn predicates_classify() {
         assert!(Error::NotConnected.is_disconnect());
         assert!(Error::OutcomeUnknown { addr: "x".into() }.outcome_unknown());
         assert!(Error::Timeout("publish").is_timeout());
+        assert!(Error::Timeout("publish").outcome_unknown());
+        assert!(!Error::Timeout(PUBLISH_NOT_SENT).outcome_unknown());
+        assert!(!Error::NotConnected.outcome_unknown());
         assert!(Error::config("max_in_flight", "too big").is_invalid_input());
         assert_eq!(
             Error::config("max_in_flight", "must be at most 65535").to_string(),

@@ -165,7 +165,7 @@ mod transport;
 pub use conn::{ConnId, ConnectionConfig, ConnectionEvent, ConnectionStats};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerEvent, ConsumerStats};
 pub use delivery::{Action, Delivery, HandlerError, HandlerResult};
-pub use error::{BodyError, Error, NameKind, ProtocolError, Result};
+pub use error::{BodyError, Error, NameKind, ProtocolError, Result, RsmqErrorKind};
 pub use events::{ListenerId, MessageEvent};
 pub use handler::{
     BatchResult, BlockingHandler, DeliveryBatch, GiveUp, GiveUpHandler, HandlerEvent,

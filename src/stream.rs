@@ -138,7 +138,7 @@ impl Stream for ConsumerStream {
             if let Poll::Ready(next) = self.deliveries.poll_recv(cx) {
                 return Poll::Ready(next);
             }
-            if !self.consumer.is_alive() {
+            if !self.consumer.is_running() {
                 return Poll::Ready(None);
             }
             ready!(self.alive_check.as_mut().poll(cx));

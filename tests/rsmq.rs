@@ -40,10 +40,6 @@ fn within(a: SystemTime, b: SystemTime, tolerance: Duration) -> bool {
     diff <= tolerance
 }
 
-fn is_rsmq(err: &Error, expected: &str) -> bool {
-    matches!(err, Error::Rsmq { kind, .. } if *kind == expected)
-}
-
 #[tokio::test]
 #[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn queue_lifecycle() {
@@ -81,7 +77,7 @@ async fn queue_lifecycle() {
         .create_queue("q1", QueueOptions::new())
         .await
         .unwrap_err();
-    assert!(is_rsmq(&err, "queueExists"), "{err}");
+    assert!(err.is_queue_exists(), "{err}");
 
     let changes = QueueChanges::new()
         .vt(Duration::from_secs(45))
@@ -102,13 +98,13 @@ async fn queue_lifecycle() {
         .set_queue_attributes("q1", QueueChanges::new())
         .await
         .unwrap_err();
-    assert!(is_rsmq(&err, "noAttributeSupplied"), "{err}");
+    assert!(err.is_no_attribute_supplied(), "{err}");
     // Unlike PyRSMQ, a missing queue is never half-created.
     let err = rsmq
         .set_queue_attributes("nope", QueueChanges::new().vt(Duration::from_secs(1)))
         .await
         .unwrap_err();
-    assert!(is_rsmq(&err, "queueNotFound"), "{err}");
+    assert!(err.is_queue_not_found(), "{err}");
     let exists: bool = server.conn().await.exists("rsmq:nope:Q").await.unwrap();
     assert!(!exists);
 
@@ -118,9 +114,9 @@ async fn queue_lifecycle() {
     let keys: Vec<String> = server.conn().await.keys("rsmq:q1*").await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     let err = rsmq.delete_queue("q1").await.unwrap_err();
-    assert!(is_rsmq(&err, "queueNotFound"), "{err}");
+    assert!(err.is_queue_not_found(), "{err}");
     let err = rsmq.get_queue_attributes("q1").await.unwrap_err();
-    assert!(is_rsmq(&err, "queueNotFound"), "{err}");
+    assert!(err.is_queue_not_found(), "{err}");
 }
 
 #[tokio::test]

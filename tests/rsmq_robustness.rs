@@ -252,32 +252,14 @@ async fn values_written_by_others_are_read_leniently() {
         rsmq.send_message("half", "x", None).await.unwrap_err(),
         rsmq.receive_message("half", None).await.unwrap_err(),
     ] {
-        assert!(
-            matches!(
-                err,
-                Error::Rsmq {
-                    kind: "queueNotFound",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(err.is_queue_not_found(), "{err}");
     }
     // createQueue completes it, as Node's does, and still reports queueExists.
     let err = rsmq
         .create_queue("half", QueueOptions::new())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Rsmq {
-                kind: "queueExists",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(err.is_queue_exists(), "{err}");
     assert_eq!(
         rsmq.get_queue_attributes("half").await.unwrap().maxsize,
         MaxSize::Bytes(65536)
@@ -298,16 +280,7 @@ async fn values_written_by_others_are_read_leniently() {
     )
     .await;
     let err = rsmq.receive_message("bad", None).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Rsmq {
-                kind: "invalidValue",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(err.is_invalid_stored_value(), "{err}");
     assert!(rsmq
         .receive_message("bad", Some(Duration::from_secs(5)))
         .await
@@ -400,16 +373,7 @@ async fn reconnects_after_killed_connections_and_a_restart() {
     })
     .await
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Rsmq {
-                kind: "queueNotFound",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(err.is_queue_not_found(), "{err}");
     rsmq.create_queue("q", QueueOptions::new()).await.unwrap();
     rsmq.send_message("q", "fresh", None).await.unwrap();
     assert_eq!(

@@ -239,30 +239,12 @@ async fn missing_queues_are_queue_not_found() {
             .await
             .unwrap_err(),
     ] {
-        assert!(
-            matches!(
-                e,
-                Error::Rsmq {
-                    kind: "queueNotFound",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(e.is_queue_not_found(), "{e}");
     }
     let e = rsmq
         .set_queue_attributes("q", QueueChanges::new())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rsmq {
-                kind: "noAttributeSupplied",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(e.is_no_attribute_supplied(), "{e}");
     assert_eq!(snapshot(&server).await, before);
 }

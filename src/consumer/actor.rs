@@ -10,8 +10,10 @@
 use std::{
     collections::HashMap,
     rc::Rc,
-    sync::atomic::Ordering::Relaxed,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -19,6 +21,7 @@ use actix::{
     ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
     Supervised, WrapFuture,
 };
+use tokio::sync::oneshot;
 
 use super::{
     discovery::{pick_within_limit, Dormant, Requery as RequeryDecision, RequeryLimiter},
@@ -474,17 +477,28 @@ impl Handler<AddNsqd> for ConsumerActor {
     }
 }
 
-/// Stop gracefully within `deadline`; resolves with the number of abandoned messages.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "u32")]
+/// Stop gracefully within `deadline`; answers on `done` with the number of abandoned
+/// messages. Sent with `do_send`: actix skips a message whose `send` requester went away
+/// before it was handled, and a stop, once asked for, must happen even if the caller stops
+/// waiting for it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
 pub(crate) struct Stop {
     pub(crate) deadline: Duration,
+    /// Set once the stop is complete (`Consumer::is_running`).
+    pub(crate) stopped: Arc<AtomicBool>,
+    pub(crate) done: oneshot::Sender<u32>,
 }
 
 impl Handler<Stop> for ConsumerActor {
-    type Result = ResponseActFuture<Self, u32>;
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, Stop { deadline }: Stop, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, stop: Stop, _: &mut Context<Self>) -> Self::Result {
+        let Stop {
+            deadline,
+            stopped,
+            done,
+        } = stop;
         self.stopping = true;
         if let Some(discoverer) = self.discoverer.take() {
             // Its poll timer would otherwise keep it querying after the consumer is gone.
@@ -508,20 +522,63 @@ impl Handler<Stop> for ConsumerActor {
                 abandoned
             }
             .into_actor(self)
-            .map(|abandoned, act, ctx| {
+            .map(move |abandoned, act, ctx| {
                 #[cfg(feature = "metrics")]
                 act.metrics.stopped(&act.shared); // the counts since the last tick
                 act.conns.clear();
                 act.flow = None;
-                act.state.stopped.store(true, Relaxed);
+                stopped.store(true, Ordering::Release);
                 // Only the first stop to complete reports it: `Stopped` is the last event.
                 if act.subscription.take().is_some() {
                     tracing::info!(abandoned, "consumer stopped");
                     act.emit(ConsumerEvent::Stopped { abandoned });
                 }
                 ctx.stop();
-                abandoned
+                let _ = done.send(abandoned);
             }),
         )
+    }
+}
+
+/// Query nsqlookupd now, at the user's request (pynsq and gnsq `query_lookupd`), within
+/// `RequeryLimiter::force`'s floor. Answers whether there is a discoverer to ask.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub(crate) struct QueryLookupd;
+
+impl Handler<QueryLookupd> for ConsumerActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: QueryLookupd, ctx: &mut Context<Self>) -> bool {
+        if self.discoverer.is_none() {
+            return false; // no nsqlookupd configured, or stopping
+        }
+        match self.requeries.force(Instant::now()) {
+            RequeryDecision::Now => self.send_requery(),
+            RequeryDecision::After(delay) => {
+                ctx.run_later(delay, |act, _| {
+                    act.requeries.forced_sent(Instant::now());
+                    act.send_requery();
+                });
+            }
+            RequeryDecision::Coalesced => {}
+        }
+        true
+    }
+}
+
+/// Run the RDY policy's redistribution now instead of at the next tick (go-nsq's
+/// `redistributeRDY`, pynsq/gnsq `redistribute_ready_state`).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Redistribute;
+
+impl Handler<Redistribute> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Redistribute, _: &mut Context<Self>) {
+        if let Some(flow) = &self.flow {
+            flow.tick();
+        }
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use actix::Recipient;
 
-use super::{events::ConsumerEvent, Consumer};
+use super::{events::ConsumerEvent, flow_settings::FlowSettings, Consumer};
 use crate::{
     conn::{validate_addr, ConnectionConfig},
     delivery::Delivery,
@@ -27,7 +27,9 @@ pub struct ConsumerBuilder {
     pub(crate) channel: String,
     pub(crate) nsqd: Vec<String>,
     pub(crate) lookupd: Vec<String>,
+    /// The flow-control settings in effect: `flow_settings` merged.
     pub(crate) flow: FlowControl,
+    pub(crate) flow_settings: FlowSettings,
     pub(crate) connection: ConnectionConfig,
     pub(crate) handlers: Handlers,
     pub(crate) give_up: GiveUpHook,
@@ -70,6 +72,7 @@ impl ConsumerBuilder {
             nsqd: Vec::new(),
             lookupd: Vec::new(),
             flow: FlowControl::new(),
+            flow_settings: FlowSettings::default(),
             connection: ConnectionConfig::new(),
             handlers: Handlers::default(),
             give_up: GiveUpHook::Log,
@@ -143,31 +146,64 @@ impl ConsumerBuilder {
     /// The most messages in flight at once over all connections (go-nsq `max_in_flight`,
     /// default 1). 0 starts paused.
     pub fn max_in_flight(mut self, n: u32) -> Self {
-        self.flow.max_in_flight = n;
+        self.flow_settings.max_in_flight = Some(n);
+        self.flow = self.flow_settings.effective();
         self
     }
 
-    /// All flow-control settings at once (RDY rotation and backoff).
+    /// All flow-control settings at once (RDY rotation and backoff). Settings also given on
+    /// their own ([`max_in_flight`](Self::max_in_flight),
+    /// [`low_rdy_idle_timeout`](Self::low_rdy_idle_timeout), ...) win over these, whether
+    /// given before or after; given both ways with different values, neither of them the
+    /// default, they are a contradiction that [`validate`](Self::validate) reports as
+    /// [`Error::Config`] naming the setting.
     pub fn flow_control(mut self, flow: FlowControl) -> Self {
-        self.flow = flow;
+        self.flow_settings.bulk = Some(flow);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// How often RDY is rotated when connections outnumber `max_in_flight`; see
+    /// [`FlowControl::rdy_redistribute_interval`] (default 50 ms).
+    pub fn rdy_redistribute_interval(mut self, interval: Duration) -> Self {
+        self.flow_settings.rdy_redistribute_interval = Some(interval);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// go-nsq `low_rdy_idle_timeout`; see [`FlowControl::low_rdy_idle_timeout`] (default
+    /// 250 ms).
+    pub fn low_rdy_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.flow_settings.low_rdy_idle_timeout = Some(timeout);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// go-nsq `low_rdy_timeout`; see [`FlowControl::low_rdy_timeout`] (default 500 ms).
+    pub fn low_rdy_timeout(mut self, timeout: Duration) -> Self {
+        self.flow_settings.low_rdy_timeout = Some(timeout);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `backoff_strategy` (default exponential).
     pub fn backoff_strategy(mut self, strategy: BackoffStrategy) -> Self {
-        self.flow.backoff_strategy = strategy;
+        self.flow_settings.backoff_strategy = Some(strategy);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `backoff_multiplier` (default 1 s).
     pub fn backoff_multiplier(mut self, multiplier: Duration) -> Self {
-        self.flow.backoff_multiplier = multiplier;
+        self.flow_settings.backoff_multiplier = Some(multiplier);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `max_backoff_duration` (default 2 min; 0 disables backoff).
     pub fn max_backoff_duration(mut self, max: Duration) -> Self {
-        self.flow.max_backoff_duration = max;
+        self.flow_settings.max_backoff_duration = Some(max);
+        self.flow = self.flow_settings.effective();
         self
     }
 
@@ -356,6 +392,7 @@ impl ConsumerBuilder {
             ));
         }
         self.validate_discovery_limits()?;
+        self.flow_settings.conflict()?;
         self.flow.validate()?;
         self.connection.validate()?;
         self.validate_extras()?;

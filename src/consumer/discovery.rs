@@ -14,13 +14,23 @@ use rand::{seq::SliceRandom, Rng};
 /// queries on every lost connection, with no limit: an nsqd that lookupd lists but that
 /// refuses connections made one consumer query 190 times in 20 s). Requests inside the
 /// interval are coalesced into one requery at its end.
+///
+/// A query the user forces ([`Consumer::query_lookupd`](super::Consumer::query_lookupd)) has
+/// its own, shorter floor ([`FORCED_MIN_INTERVAL`]); see [`force`](Self::force).
 #[derive(Debug)]
 pub(crate) struct RequeryLimiter {
     min_interval: Duration,
     jitter: f64,
     last: Option<Instant>,
     pending: bool,
+    forced_pending: bool,
 }
+
+/// At most one user-forced query per this long. A forced query is deliberate (an operator
+/// knows an nsqd was just added), so it does not wait behind the automatic limit (5 s plus
+/// jitter); but code that calls it on every event must not turn it into a storm against
+/// nsqlookupd: one a second per consumer at most, the rest coalesced.
+pub(crate) const FORCED_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What to do with a requery request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +52,36 @@ impl RequeryLimiter {
             jitter: jitter.clamp(0.0, 1.0),
             last: None,
             pending: false,
+            forced_pending: false,
         }
+    }
+
+    /// The user asked for a query. It goes out now unless any query went out less than
+    /// [`FORCED_MIN_INTERVAL`] ago; then one forced query is scheduled for the end of that
+    /// floor, and further forced requests join it. It counts as the last query, so the
+    /// automatic requeries after it keep their full interval. An automatic requery already
+    /// scheduled still fires: at most one query more, and it may see an nsqd the forced one
+    /// did not.
+    pub(crate) fn force(&mut self, now: Instant) -> Requery {
+        if self.forced_pending {
+            return Requery::Coalesced;
+        }
+        match self.last {
+            Some(last) if now < last + FORCED_MIN_INTERVAL => {
+                self.forced_pending = true;
+                Requery::After(last + FORCED_MIN_INTERVAL - now)
+            }
+            _ => {
+                self.last = Some(now);
+                Requery::Now
+            }
+        }
+    }
+
+    /// The scheduled forced query was sent.
+    pub(crate) fn forced_sent(&mut self, now: Instant) {
+        self.forced_pending = false;
+        self.last = Some(now);
     }
 
     /// A requery is wanted (a lookupd-found connection was lost or gave up).
@@ -75,6 +114,7 @@ impl RequeryLimiter {
     /// schedule one again.
     pub(crate) fn timer_lost(&mut self) {
         self.pending = false;
+        self.forced_pending = false;
     }
 }
 
@@ -187,6 +227,44 @@ mod tests {
         assert_eq!(limiter.request(t0 + 6 * S, &mut rng), Requery::After(4 * S));
         limiter.timer_lost();
         assert_eq!(limiter.request(t0 + 11 * S, &mut rng), Requery::Now);
+    }
+
+    #[test]
+    fn forced_queries_skip_the_automatic_limit_but_not_their_floor() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut limiter = RequeryLimiter::new(5 * S, 0.0);
+        let t0 = Instant::now();
+        // The first one, and one after the floor even with an automatic requery scheduled.
+        assert_eq!(limiter.force(t0), Requery::Now);
+        assert_eq!(
+            limiter.request(t0 + S / 2, &mut rng),
+            Requery::After(S * 9 / 2)
+        );
+        assert_eq!(limiter.force(t0 + 2 * S), Requery::Now);
+        // A loop forcing queries: one scheduled at the end of the floor, the rest coalesced.
+        let ms = Duration::from_millis(1);
+        assert_eq!(
+            limiter.force(t0 + 2 * S + 10 * ms),
+            Requery::After(990 * ms)
+        );
+        for i in 0..500 {
+            assert_eq!(limiter.force(t0 + 2 * S + i * ms), Requery::Coalesced);
+        }
+        limiter.forced_sent(t0 + 3 * S);
+        limiter.sent(t0 + 5 * S); // the automatic one
+        assert_eq!(limiter.force(t0 + 6 * S), Requery::Now);
+        // A restart kills the scheduled one: the next forced request may schedule again.
+        assert_eq!(limiter.force(t0 + 6 * S + ms), Requery::After(S - ms));
+        limiter.timer_lost();
+        assert_eq!(
+            limiter.force(t0 + 6 * S + 2 * ms),
+            Requery::After(S - 2 * ms)
+        );
+
+        // A forced query counts as the last query: the automatic limit runs from it.
+        let mut limiter = RequeryLimiter::new(5 * S, 0.0);
+        assert_eq!(limiter.force(t0), Requery::Now);
+        assert_eq!(limiter.request(t0 + S, &mut rng), Requery::After(4 * S));
     }
 
     #[test]

@@ -18,17 +18,23 @@ pub enum ConsumerEvent {
     /// disconnected, reconnecting, gave up, a non-fatal server error, a handler failure,
     /// closed.
     Connection(ConnectionEvent),
-    /// Handlers are failing: every connection went to RDY 0 for `pause`, after which one
-    /// connection gets RDY 1 to test the waters.
+    /// A backoff pause began: every connection went to RDY 0 for `pause`, after which one
+    /// connection gets RDY 1 to test the waters. Sent when a failure raised the level, and
+    /// also when a success lowered it but not to 0 (go-nsq `consumer.go:802-855` keeps
+    /// backing off, with the shorter pause of the lower level).
     BackoffStarted {
-        /// The backoff level (each success steps it down by one).
+        /// The backoff level, now (each failure steps it up by one, each success down by one).
         level: u32,
         /// How long RDY stays at 0.
         pause: Duration,
     },
-    /// The backoff level changed without a new pause (a success stepped it down).
+    /// The backoff level changed and is still above 0: after every failure that raised it
+    /// (from 0 too) and every success that lowered it, right after the
+    /// [`BackoffStarted`](Self::BackoffStarted) of the pause that change began. Outcomes
+    /// during a pause change nothing (go-nsq `consumer.go:806-811`), so no event either; a
+    /// level that falls to 0 sends [`BackoffEnded`](Self::BackoffEnded) instead.
     BackoffLevel {
-        /// The new level.
+        /// The new level (1 or more).
         level: u32,
     },
     /// Backoff is over: every connection is back to its full RDY share.

@@ -32,9 +32,6 @@ pub(crate) struct FlowState {
     pub(crate) backoff_level: AtomicU32,
     pub(crate) backoff_paused: AtomicBool,
     pub(crate) starved: AtomicBool,
-    /// Set when a graceful stop completed: the coordinator is done for good (its supervisor
-    /// keeps an idle actor behind the handles' addresses, so `connected()` stays true).
-    pub(crate) stopped: AtomicBool,
 }
 
 pub(crate) struct FlowCore {

@@ -193,3 +193,59 @@ async fn no_handler_available_pauses_without_touching_max_in_flight() {
     assert_eq!(total_rdy(&nsqd), 5);
     assert_eq!(consumer.stop().await, 0);
 }
+
+#[test]
+fn flow_settings_do_not_depend_on_the_order_of_the_calls() {
+    use crate::{BackoffStrategy, Error, FlowControl};
+    let bulk = FlowControl::new()
+        .low_rdy_idle_timeout(Duration::from_millis(700))
+        .backoff_strategy(BackoffStrategy::FullJitter);
+    let builder = || {
+        Consumer::builder("events", "c")
+            .nsqd("127.0.0.1:4150")
+            .handler_fn(|_| async { Ok(()) })
+    };
+    let setters_first = builder()
+        .max_in_flight(32)
+        .max_backoff_duration(Duration::from_secs(30))
+        .flow_control(bulk.clone());
+    let bulk_first = builder()
+        .flow_control(bulk)
+        .max_in_flight(32)
+        .max_backoff_duration(Duration::from_secs(30));
+    for b in [&setters_first, &bulk_first] {
+        b.validate().unwrap();
+        assert_eq!(b.flow.max_in_flight, 32);
+        assert_eq!(b.flow.max_backoff_duration, Duration::from_secs(30));
+        assert_eq!(b.flow.low_rdy_idle_timeout, Duration::from_millis(700));
+        assert_eq!(b.flow.backoff_strategy, BackoffStrategy::FullJitter);
+    }
+    // Reachable without flow_control() at all.
+    let own = builder()
+        .rdy_redistribute_interval(Duration::from_millis(20))
+        .low_rdy_idle_timeout(Duration::from_millis(40))
+        .low_rdy_timeout(Duration::from_millis(80));
+    own.validate().unwrap();
+    assert_eq!(
+        own.flow.rdy_redistribute_interval,
+        Duration::from_millis(20)
+    );
+    assert_eq!(own.flow.low_rdy_idle_timeout, Duration::from_millis(40));
+    assert_eq!(own.flow.low_rdy_timeout, Duration::from_millis(80));
+    assert_eq!(own.flow.max_in_flight, 1);
+    // Changed both ways to different values: an error naming the setting, either order.
+    let contradictions = [
+        builder()
+            .max_in_flight(32)
+            .flow_control(FlowControl::new().max_in_flight(8)),
+        builder()
+            .flow_control(FlowControl::new().max_in_flight(8))
+            .max_in_flight(32),
+    ];
+    for b in contradictions {
+        match b.validate() {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "max_in_flight"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

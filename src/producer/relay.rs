@@ -1,14 +1,21 @@
 //! Receives connection events for a producer: keeps each connection's health, wakes publishes
 //! waiting for a connection, and forwards the events to the user's recipient, if any.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
-use actix::{fut::wrap_future, Actor, AsyncContext, Context, Handler, Recipient};
-use tokio::sync::Notify;
+use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler, Message, Recipient};
+use tokio::sync::{oneshot, Notify};
 
 use super::limits::{self, ServerLimits};
 use crate::{
-    conn::ConnectionEvent,
+    conn::{Close, ConnectionEvent, NsqdConnection},
     error::Error,
     events::{Interest, Listeners, Subscribe, Unsubscribe},
 };
@@ -38,7 +45,16 @@ pub(super) struct EventRelay {
     /// The producer's listeners.
     forward: Listeners<ConnectionEvent>,
     /// Per connection id: the nsqd's HTTP address, if known, and its limits to update.
-    learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
+    learn_from: HashMap<u64, (Option<String>, Arc<ServerLimits>)>,
+}
+
+/// A new connection (sent before it starts): where to learn its limits from.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct Track {
+    pub(super) id: u64,
+    pub(super) http: Option<String>,
+    pub(super) limits: Arc<ServerLimits>,
 }
 
 impl EventRelay {
@@ -57,7 +73,7 @@ impl EventRelay {
             healths,
             last_error,
             forward,
-            learn_from: Vec::new(),
+            learn_from: HashMap::new(),
         }
     }
 
@@ -66,21 +82,10 @@ impl EventRelay {
         self.forward.clone()
     }
 
-    pub(super) fn learn_limits_from(
-        mut self,
-        learn_from: Vec<(Option<String>, Arc<ServerLimits>)>,
-    ) -> Self {
-        self.learn_from = learn_from;
-        self
-    }
-
     /// Reads the nsqd's limits from its HTTP API (if its address is known): every time the
     /// connection comes up, as nsqd may have restarted with other flags.
     fn learn_limits(&self, id: u64, addr: &str, ctx: &mut Context<Self>) {
-        let entry = usize::try_from(id)
-            .ok()
-            .and_then(|i| self.learn_from.get(i));
-        let Some((Some(http), limits)) = entry.cloned() else {
+        let Some((Some(http), limits)) = self.learn_from.get(&id).cloned() else {
             return;
         };
         let addr = addr.to_owned();
@@ -118,6 +123,46 @@ impl EventRelay {
 
 impl Actor for EventRelay {
     type Context = Context<Self>;
+}
+
+/// Close every connection within `deadline`, then set `stopped` and answer on `done`. Sent
+/// with `do_send` and carried out here, so that the stop completes even if its caller stops
+/// waiting (actix skips a `send` whose requester went away before it was handled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct StopAll {
+    pub(super) conns: Vec<Addr<NsqdConnection>>,
+    pub(super) deadline: Duration,
+    pub(super) stopped: Arc<AtomicBool>,
+    pub(super) done: oneshot::Sender<()>,
+}
+
+impl Handler<StopAll> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, stop: StopAll, ctx: &mut Context<Self>) {
+        let deadline = stop.deadline;
+        let closes: Vec<_> = stop
+            .conns
+            .iter()
+            .map(|conn| conn.send(Close { deadline }))
+            .collect();
+        ctx.spawn(wrap_future(async move {
+            for close in closes {
+                let _ = close.await;
+            }
+            stop.stopped.store(true, Ordering::Release);
+            let _ = stop.done.send(());
+        }));
+    }
+}
+
+impl Handler<Track> for EventRelay {
+    type Result = ();
+
+    fn handle(&mut self, Track { id, http, limits }: Track, _: &mut Context<Self>) {
+        self.learn_from.insert(id, (http, limits));
+    }
 }
 
 impl Handler<ConnectionEvent> for EventRelay {

@@ -70,7 +70,7 @@
 //! | `vt`, `delay`, `maxsize` out of range or not whole seconds (Node `invalidValue`) | [`Error::Config`](crate::Error::Config), `field` = `"vt"`, `"delay"` or `"maxsize"` |
 //! | body over `maxsize` (Node `messageTooLong`) | [`Error::InvalidBody`](crate::Error::InvalidBody) with [`BodyError::TooLarge`](crate::BodyError::TooLarge) |
 //! | received body is not UTF-8 | [`Error::InvalidBody`](crate::Error::InvalidBody) with [`BodyError::NotUtf8`](crate::BodyError::NotUtf8) |
-//! | `queueNotFound`, `queueExists`, `noAttributeSupplied`, and `invalidValue` for an unreadable stored `vt`/`delay` | [`Error::Rsmq`](crate::Error::Rsmq) with Node's name as `kind` |
+//! | `queueNotFound`, `queueExists`, `noAttributeSupplied`, and `invalidValue` for an unreadable stored `vt`/`delay` | [`Error::Rsmq`](crate::Error::Rsmq) with an [`RsmqErrorKind`](crate::RsmqErrorKind) (`Display` is Node's name); ask [`Error::is_queue_not_found`](crate::Error::is_queue_not_found), [`is_queue_exists`](crate::Error::is_queue_exists), ... |
 //! | no reply within the response timeout | [`Error::Timeout`](crate::Error::Timeout) (a send may have been stored) |
 //! | any other Redis or connection error | [`Error::Redis`](crate::Error::Redis) |
 //!

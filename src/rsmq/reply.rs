@@ -9,7 +9,7 @@ use super::{
     types::{QueueAttributes, RsmqMessage},
     validate::{parse_int, stored_maxsize, stored_seconds},
 };
-use crate::error::{BodyError, Error, NameKind, Result};
+use crate::error::{BodyError, Error, NameKind, Result, RsmqErrorKind};
 
 /// Script return code: the queue does not exist.
 pub(crate) const QUEUE_NOT_FOUND: i64 = -1;
@@ -28,21 +28,21 @@ impl From<redis::RedisError> for Error {
 
 pub(crate) fn queue_not_found(qname: &str) -> Error {
     Error::Rsmq {
-        kind: "queueNotFound",
+        kind: RsmqErrorKind::QueueNotFound,
         message: format!("Queue not found: {qname}"),
     }
 }
 
 pub(crate) fn queue_exists(qname: &str) -> Error {
     Error::Rsmq {
-        kind: "queueExists",
+        kind: RsmqErrorKind::QueueExists,
         message: format!("Queue exists: {qname}"),
     }
 }
 
 pub(crate) fn no_attribute_supplied() -> Error {
     Error::Rsmq {
-        kind: "noAttributeSupplied",
+        kind: RsmqErrorKind::NoAttributeSupplied,
         message: "No attribute was supplied".to_owned(),
     }
 }
@@ -56,7 +56,7 @@ pub(crate) fn check_code(qname: &str, code: i64) -> Result<i64> {
     match code {
         QUEUE_NOT_FOUND => Err(queue_not_found(qname)),
         INVALID_STORED_VT => Err(Error::Rsmq {
-            kind: "invalidValue",
+            kind: RsmqErrorKind::InvalidValue,
             message: format!("the stored vt of queue {qname} is not a number of seconds"),
         }),
         code => Ok(code),
@@ -189,7 +189,7 @@ mod tests {
         assert!(matches!(
             missing,
             Error::Rsmq {
-                kind: "queueNotFound",
+                kind: RsmqErrorKind::QueueNotFound,
                 ..
             }
         ));
@@ -225,7 +225,7 @@ mod tests {
         assert!(matches!(
             message("q", Value::Int(INVALID_STORED_VT)),
             Err(Error::Rsmq {
-                kind: "invalidValue",
+                kind: RsmqErrorKind::InvalidValue,
                 ..
             })
         ));

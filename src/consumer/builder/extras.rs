@@ -5,7 +5,7 @@ use std::{future::Future, time::Duration};
 
 use actix::Recipient;
 
-use super::{super::Consumer, ConsumerBuilder};
+use super::ConsumerBuilder;
 use crate::{
     delivery::HandlerResult,
     error::Error,
@@ -161,17 +161,5 @@ impl ConsumerBuilder {
             batch.check(self.flow.max_in_flight)?;
         }
         Ok(())
-    }
-}
-
-impl Consumer {
-    /// False once the consumer's coordinator actor has stopped (after [`Consumer::stop`]).
-    // Here rather than in `consumer/mod.rs` only to keep this change additive; it belongs there.
-    pub(crate) fn is_alive(&self) -> bool {
-        self.actor.connected()
-            && !self
-                .state
-                .stopped
-                .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
