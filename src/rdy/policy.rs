@@ -21,8 +21,11 @@
 //! `max(rdy on the wire, rdy decided, in_flight)` slots, and a raise gets only
 //! `capacity - Σ other claims`. A link lowered through its mailbox keeps its old claim until
 //! it has written the lower; the share it gives up is granted when it does (or when messages
-//! are done, or a link goes). So the RDY on the wire never adds up past the capacity
-//! (go-nsq's `updateRDY`, `consumer.go:950-969`, caps a raise by the same total).
+//! are done, or a link goes). So the RDY on the wire never adds up past the capacity. go-nsq
+//! caps a raise the same way (`updateRDY`, `consumer.go:939-980`: `max_in_flight -
+//! totalRdyCount`), counting a RDY at `sendRDY` (`982-1002`), which writes it at once.
+//! Left open, as in go-nsq: a message nsqd sent just before it read a lower already written
+//! is still on its way; it counts from its arrival (`message_received`), not before.
 
 use std::{
     collections::BTreeMap,
