@@ -41,8 +41,8 @@ impl fmt::Display for NameKind {
 }
 
 /// Which of Node rsmq's named errors an [`Error::Rsmq`] is (rsmq `index.ts` `ERRORS`; the
-/// other names there have their own variants, see the [`rsmq`](crate::rsmq) module's error
-/// table). Ask with [`Error::rsmq_kind`] or the predicates ([`Error::is_queue_not_found`],
+/// other names there have their own variants, see the error table of the `rsmq` module,
+/// feature `rsmq`). Ask with [`Error::rsmq_kind`] or the predicates ([`Error::is_queue_not_found`],
 /// ...), which look through the whole source chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
