@@ -23,6 +23,7 @@ use crate::{
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ConnectionConfig {
     pub(crate) identify: IdentifyRequest,
     pub(crate) tls: Option<TlsConfig>,

@@ -22,6 +22,7 @@ use crate::{
 /// Builds a [`Consumer`]. Settings are named after go-nsq's `Config` options, with the same
 /// defaults and ranges, except where the docs of a setting say otherwise and why.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ConsumerBuilder {
     pub(crate) topic: String,
     pub(crate) channel: String,

@@ -43,6 +43,7 @@ struct Nodes {
 
 /// Configures a [`LookupdHttpClient`].
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct LookupdHttpClientBuilder {
     base_url: String,
     settings: HttpSettings,

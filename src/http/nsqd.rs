@@ -89,6 +89,7 @@ impl StatsQuery {
 
 /// Configures an [`NsqdHttpClient`].
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct NsqdHttpClientBuilder {
     base_url: String,
     settings: HttpSettings,

@@ -26,6 +26,7 @@ pub enum RetryPolicy {
 
 /// Builds a [`Producer`].
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ProducerBuilder {
     pub(crate) nsqd: Vec<String>,
     /// The HTTP address of each nsqd, where known (same order as `nsqd`).

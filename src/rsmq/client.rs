@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 
 /// Builds an [`Rsmq`]: where Redis is, the namespace, realtime notifications and timeouts.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct RsmqBuilder {
     client: redis::Client,
     namespace: String,
