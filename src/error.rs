@@ -294,9 +294,15 @@ pub enum Error {
     /// A message handler failed, panicked or went away.
     #[error("handler: {0}")]
     Handler(String),
-    /// A Redis error from the RSMQ transport.
-    #[error("redis: {0}")]
-    Redis(String),
+    /// A Redis error from the RSMQ transport, or a reply Redis should not have given.
+    #[error("redis: {message}")]
+    Redis {
+        /// What went wrong (with the Redis error's own text, when there is one).
+        message: String,
+        /// The Redis client's error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// One of Node rsmq's named errors (`queueNotFound`, `queueExists`, ...); see
     /// [`RsmqErrorKind`] and the predicates [`is_queue_not_found`](Self::is_queue_not_found),
     /// [`is_queue_exists`](Self::is_queue_exists), ...
@@ -355,6 +361,14 @@ impl Error {
             self,
             Error::InvalidName { .. } | Error::InvalidBody(_) | Error::Config { .. }
         )
+    }
+
+    /// A Redis error with no underlying cause (an unexpected reply).
+    pub(crate) fn redis(message: impl Into<String>) -> Self {
+        Error::Redis {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A TLS error with no underlying cause.
@@ -520,7 +534,7 @@ mod tests {
                 "{name}: exactly one predicate"
             );
         }
-        assert_eq!(Error::Redis("x".into()).rsmq_kind(), None);
+        assert_eq!(Error::redis("x").rsmq_kind(), None);
         assert!(!Error::Stopped.is_queue_not_found());
     }
 

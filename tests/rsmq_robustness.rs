@@ -367,7 +367,7 @@ async fn reconnects_after_killed_connections_and_a_restart() {
     server.restart();
     let err = eventually(|| async {
         match rsmq.get_queue_attributes("q").await {
-            Err(Error::Redis(e)) => Err(Error::Redis(e)),
+            Err(e @ Error::Redis { .. }) => Err(e),
             other => Ok(other),
         }
     })

@@ -9,6 +9,8 @@ use super::{
     types::{QueueAttributes, RsmqMessage},
     validate::{parse_int, stored_maxsize, stored_seconds},
 };
+use std::sync::Arc;
+
 use crate::error::{BodyError, Error, NameKind, Result, RsmqErrorKind};
 
 /// Script return code: the queue does not exist.
@@ -21,7 +23,10 @@ impl From<redis::RedisError> for Error {
         if e.is_timeout() {
             Error::Timeout("redis response")
         } else {
-            Error::Redis(e.to_string())
+            Error::Redis {
+                message: e.to_string(),
+                source: Some(Arc::new(e)),
+            }
         }
     }
 }
@@ -48,7 +53,7 @@ pub(crate) fn no_attribute_supplied() -> Error {
 }
 
 fn unexpected(what: &str) -> Error {
-    Error::Redis(format!("unexpected reply shape from the {what} script"))
+    Error::redis(format!("unexpected reply shape from the {what} script"))
 }
 
 /// Maps the shared negative return codes to their errors.
@@ -160,6 +165,20 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn redis_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::from(redis::RedisError::from(refused));
+        assert!(matches!(error, Error::Redis { .. }), "{error:?}");
+        assert!(error.to_string().contains("refused"), "{error}");
+        let cause = error
+            .source()
+            .expect("the redis error is kept as the source");
+        assert!(cause.to_string().contains("refused"), "{cause}");
+        assert!(Error::redis("odd reply").source().is_none());
     }
 
     #[test]
