@@ -7,6 +7,7 @@
 //!
 //! curl -i -X POST --data 'hello' http://127.0.0.1:8080/publish/events
 //! curl http://127.0.0.1:8080/stats
+//! cargo run --example actix_web --features metrics   # adds GET /metrics
 //! ```
 //!
 //! * `POST /publish/{topic}` publishes the request body and answers `202 Accepted`, or the
@@ -14,6 +15,10 @@
 //!   empty or oversized body) and a 5xx status when nsqd cannot take it.
 //! * `GET /stats` shows what the handler actor counted and the consumer's and producer's
 //!   connection stats.
+//! * `GET /metrics` (built with `--features metrics`): the crate's metrics (messages, handler
+//!   time, RDY, in flight, backoff, reconnects, publish latency and errors, labelled by topic,
+//!   channel and nsqd) in the Prometheus text format, rendered by `metrics-exporter-prometheus`
+//!   installed as the global recorder (without its own HTTP listener: actix-web serves it).
 //!
 //! The producer and the consumer are cheap to clone and `Send`: actix-web's workers (one
 //! thread each) share them through `web::Data`, while their actors and the handler actor run
@@ -83,6 +88,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // Before the producer and consumer start: they register their metrics with the recorder
+    // installed when they start.
+    #[cfg(feature = "metrics")]
+    let prometheus = prometheus::install()?;
     let (_local_nsqd, nsqd) = if args.nsqd.is_empty() {
         let local = TestNsqd::start().map_err(|e| format!("starting the in-process nsqd: {e}"))?;
         let addr = local.addr().to_string();
@@ -119,12 +128,15 @@ async fn run(args: Args) -> Result<(), String> {
         producer: producer.clone(),
         consumer: consumer.clone(),
         counter,
+        #[cfg(feature = "metrics")]
+        prometheus,
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .service(post_publish)
             .service(get_stats)
+            .configure(prometheus::routes)
     })
     .bind(&args.bind)
     .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
@@ -144,6 +156,8 @@ struct AppState {
     producer: Producer,
     consumer: Consumer,
     counter: Addr<Counter>,
+    #[cfg(feature = "metrics")]
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 #[post("/publish/{topic}")]
@@ -274,4 +288,44 @@ impl Handler<GetCounts> for Counter {
     fn handle(&mut self, _: GetCounts, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.counts)
     }
+}
+
+/// `GET /metrics` with the `metrics` feature; nothing without it.
+mod prometheus {
+    use actix_web::web::ServiceConfig;
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn install() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("installing the Prometheus recorder: {e}"))?;
+        actix_nsq::metrics::describe();
+        // Without the exporter's own listener, its upkeep (draining histogram samples into
+        // summaries) is ours to run.
+        let upkeep = handle.clone();
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok(handle)
+    }
+
+    #[cfg(feature = "metrics")]
+    #[actix_web::get("/metrics")]
+    async fn get_metrics(state: actix_web::web::Data<super::AppState>) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(state.prometheus.render())
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn routes(config: &mut ServiceConfig) {
+        config.service(get_metrics);
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn routes(_: &mut ServiceConfig) {}
 }

@@ -191,6 +191,7 @@ async fn run(args: Args, url: &str) -> actix_nsq::Result<()> {
         .concurrency(args.concurrency)
         .handler(worker.recipient())
         .events(Reporter.start().recipient())
+        .stop_timeout(Duration::from_secs(5))
         .start()?;
     loop {
         let stats = consumer.stats();
@@ -205,7 +206,7 @@ async fn run(args: Args, url: &str) -> actix_nsq::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let consume_took = started.elapsed();
-    let abandoned = consumer.stop(Duration::from_secs(5)).await;
+    let abandoned = consumer.stop().await;
     let stats = consumer.stats();
     println!();
     println!(

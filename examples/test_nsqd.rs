@@ -4,7 +4,8 @@
 //! cargo run --example test_nsqd -- --tcp-address 127.0.0.1:4150
 //! ```
 //!
-//! It serves any NSQ client (go-nsq, pynsq, this crate) over TCP as nsqd v1.3 would, keeps
+//! It serves any NSQ client (go-nsq, pynsq, this crate) over TCP, and nsqd's HTTP API
+//! (`--http-address`), as nsqd v1.3 would, keeps
 //! everything in memory, and runs until Ctrl-C. `RUST_LOG=actix_nsq=debug` shows what
 //! clients do.
 //!
@@ -55,13 +56,16 @@ fn go_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// An in-memory nsqd (TCP protocol only) for local development.
+/// An in-memory nsqd (TCP protocol and HTTP API) for local development.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// <addr>:<port> to listen on for TCP clients.
     #[arg(long, default_value = "127.0.0.1:4150")]
     tcp_address: SocketAddr,
+    /// <addr>:<port> to listen on for HTTP clients (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:4151")]
+    http_address: SocketAddr,
     /// Maximum RDY count for a client.
     #[arg(long, default_value_t = TestNsqdBuilder::DEFAULT_MAX_RDY_COUNT)]
     max_rdy_count: i64,
@@ -129,6 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mut builder = TestNsqd::builder()
         .tcp_address(args.tcp_address)
+        .http_address(args.http_address)
         .max_rdy_count(args.max_rdy_count)
         .max_msg_size(args.max_msg_size)
         .max_body_size(args.max_body_size)
@@ -151,9 +156,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let nsqd = builder.start()?;
     println!(
-        "test nsqd {} listening on {}",
+        "test nsqd {} listening on {} (TCP) and {} (HTTP)",
         actix_nsq::testing::NSQD_VERSION,
-        nsqd.addr()
+        nsqd.addr(),
+        nsqd.http_addr()
     );
     if args.tls || args.tls_required || args.tls_client_auth {
         let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testing/certs");
@@ -206,10 +212,13 @@ mod tests {
         assert!(args.tls_client_auth && !args.tls && !args.tls_required);
         assert!(args.no_snappy && !args.no_deflate);
         assert_eq!(args.max_deflate_level, 3);
+        let http = Args::parse_from(["test_nsqd", "--http-address", "127.0.0.1:0"]);
+        assert_eq!(http.http_address, SocketAddr::from(([127, 0, 0, 1], 0)));
         let defaults = Args::parse_from(["test_nsqd"]);
         assert_eq!(
             defaults.max_deflate_level,
             TestNsqdBuilder::DEFAULT_MAX_DEFLATE_LEVEL
         );
+        assert_eq!(defaults.http_address.port(), 4151);
     }
 }

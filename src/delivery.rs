@@ -42,6 +42,11 @@ pub(crate) trait Respond: Send + Sync + 'static {
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum DeliveryId {
     Nsq(crate::protocol::MessageId),
+    // Built by the RSMQ consumer and the testing mocks.
+    #[cfg_attr(
+        not(any(feature = "rsmq", feature = "testing", test)),
+        allow(dead_code)
+    )]
     Text(Arc<str>),
 }
 

@@ -6,7 +6,11 @@
 
 use std::{fmt, io, sync::Arc};
 
-use crate::protocol::ServerError;
+use crate::{http::SkippedProducer, protocol::ServerError};
+
+/// What [`Error::Timeout`] says when a publish timed out before it was handed to a
+/// connection: nothing was written.
+pub(crate) const PUBLISH_NOT_SENT: &str = "waiting for a publish slot (nothing was written)";
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -36,6 +40,43 @@ impl fmt::Display for NameKind {
     }
 }
 
+/// Which of Node rsmq's named errors an [`Error::Rsmq`] is (rsmq `index.ts` `ERRORS`; the
+/// other names there have their own variants, see the error table of the `rsmq` module,
+/// feature `rsmq`). Ask with [`Error::rsmq_kind`] or the predicates ([`Error::is_queue_not_found`],
+/// ...), which look through the whole source chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RsmqErrorKind {
+    /// `queueNotFound`: no queue of that name (Node's `_getQueue` found `vt`, `delay` or
+    /// `maxsize` missing, or `deleteQueue` deleted nothing).
+    QueueNotFound,
+    /// `queueExists`: `createQueue` for a name that already has a queue.
+    QueueExists,
+    /// `noAttributeSupplied`: `setQueueAttributes` with nothing to change.
+    NoAttributeSupplied,
+    /// `invalidValue`, for a value read from Redis: a queue's stored `vt` or `delay` that is
+    /// not a number of seconds (values the caller passes are checked as [`Error::Config`]).
+    InvalidValue,
+}
+
+impl RsmqErrorKind {
+    /// Node rsmq's name for it, e.g. `queueNotFound` (its `Error.name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RsmqErrorKind::QueueNotFound => "queueNotFound",
+            RsmqErrorKind::QueueExists => "queueExists",
+            RsmqErrorKind::NoAttributeSupplied => "noAttributeSupplied",
+            RsmqErrorKind::InvalidValue => "invalidValue",
+        }
+    }
+}
+
+impl fmt::Display for RsmqErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a frame from the wire (or a line a client sent to the test server) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -54,6 +95,16 @@ pub enum ProtocolError {
     /// The peer answered with HTTP: the address is nsqd's HTTP port, not its TCP port.
     #[error("the peer spoke HTTP: is this nsqd's HTTP port instead of its TCP port?")]
     LooksLikeHttp,
+    /// The address answered in HTTP (`HTTP/1.1 400 Bad Request`, as Go's net/http answers
+    /// nsq's `"  V2"` magic): it is nsqd's HTTP port (4151 by default), not its TCP port.
+    #[error("{addr} answered in HTTP: that is an HTTP port (nsqd's is 4151 by default), not nsqd's TCP port (4150 by default)")]
+    HttpPort {
+        /// The address dialled.
+        addr: String,
+    },
+    /// nsqd's IDENTIFY reply was JSON but not an object (`[]`, `1`, `"x"`): not an nsqd.
+    #[error("IDENTIFY reply is not a JSON object: {0}")]
+    IdentifyNotObject(String),
     /// A frame type other than response (0), error (1) or message (2).
     #[error("unknown frame type {0}")]
     UnknownFrameType(i32),
@@ -163,20 +214,20 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(Arc<io::Error>),
     /// TLS setup or handshake failed, or the server did not offer TLS when it was required.
-    #[error("tls: {0}")]
-    Tls(String),
-    /// Compression (snappy or deflate) failed.
-    #[error("compression: {0}")]
-    Compression(String),
+    #[error("tls: {message}")]
+    Tls {
+        /// What failed, with the cause's text (as [`Display`](fmt::Display) shows it).
+        message: String,
+        /// The cause (rustls, a PEM parser, an I/O error), when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The server requires AUTH and no secret was configured, or AUTH was refused.
     #[error("authentication: {0}")]
     Auth(String),
     /// An operation did not complete in time; `what` says which.
     #[error("timed out: {0}")]
     Timeout(&'static str),
-    /// The connection was lost while the request was pending; it may be retried.
-    #[error("disconnected from nsqd")]
-    Disconnected,
     /// A publish was written but its connection died before nsqd answered: the message may or
     /// may not have been enqueued. Retrying can duplicate it.
     #[error("publish outcome unknown: the connection to {addr} was lost before nsqd answered")]
@@ -191,9 +242,24 @@ pub enum Error {
         /// The nsqd that delivered the message.
         addr: String,
     },
+    /// No connection to `addr` could be made: `source` says why (connection refused, a
+    /// timeout, an HTTP port, a handshake nsqd refused, ...). Nothing was written.
+    #[error("cannot connect to nsqd {addr}: {source}")]
+    Connect {
+        /// The nsqd address.
+        addr: String,
+        /// Why the last attempt failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// No connection is up to take the request.
     #[error("not connected to any nsqd")]
     NotConnected,
+    /// `start()` was called outside a running actix `System`, where no actor can run (actix
+    /// would abort the process). Start it inside `#[actix_rt::main]`,
+    /// `actix_rt::System::new().block_on(..)`, an actix-web handler or an actor.
+    #[error("{0} must be started inside a running actix System (e.g. #[actix_rt::main])")]
+    NoActixSystem(&'static str),
     /// The consumer, producer or connection has been stopped.
     #[error("stopped")]
     Stopped,
@@ -204,6 +270,18 @@ pub enum Error {
         addr: String,
         /// How many attempts were made.
         attempts: u32,
+    },
+    /// nsqlookupd listed nsqd that cannot be connected to (a `tcp_port` that is not a port, a
+    /// `broadcast_address` that is not a string, ...). Only those entries were skipped: the
+    /// others are used. A consumer reports it as
+    /// [`ConsumerEvent::DiscoveryFailed`](crate::ConsumerEvent::DiscoveryFailed).
+    #[error("skipped {count} unusable nsqlookupd entries: {}", list_skipped(.skipped, *.count))]
+    SkippedProducers {
+        /// Entries left out, with the reason (the first
+        /// [`SkippedProducer::MAX_LISTED`](crate::SkippedProducer::MAX_LISTED)).
+        skipped: Vec<SkippedProducer>,
+        /// How many were left out in all.
+        count: usize,
     },
     /// An HTTP request to nsqd or nsqlookupd failed, or was answered with an error status.
     #[error("http {status}: {message}")]
@@ -216,17 +294,22 @@ pub enum Error {
     /// A message handler failed, panicked or went away.
     #[error("handler: {0}")]
     Handler(String),
-    /// An actor's mailbox was closed or full.
-    #[error("mailbox: {0}")]
-    Mailbox(String),
-    /// A Redis error from the RSMQ transport.
-    #[error("redis: {0}")]
-    Redis(String),
-    /// An RSMQ rule (`queueExists`, `queueNotFound`, ...) as the Node original names it.
+    /// A Redis error from the RSMQ transport, or a reply Redis should not have given.
+    #[error("redis: {message}")]
+    Redis {
+        /// What went wrong (with the Redis error's own text, when there is one).
+        message: String,
+        /// The Redis client's error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// One of Node rsmq's named errors (`queueNotFound`, `queueExists`, ...); see
+    /// [`RsmqErrorKind`] and the predicates [`is_queue_not_found`](Self::is_queue_not_found),
+    /// [`is_queue_exists`](Self::is_queue_exists), ...
     #[error("rsmq {kind}: {message}")]
     Rsmq {
-        /// Node rsmq's error name, e.g. `queueNotFound`.
-        kind: &'static str,
+        /// Which one; its `Display` is Node's name, e.g. `queueNotFound`.
+        kind: RsmqErrorKind,
         /// The human-readable message.
         message: String,
     },
@@ -238,7 +321,7 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         match self {
             Error::Server(e) => e.code.is_fatal(),
-            Error::Protocol(_) | Error::Io(_) | Error::Tls(_) | Error::Compression(_) => true,
+            Error::Protocol(_) | Error::Io(_) | Error::Tls { .. } => true,
             Error::Auth(_) => true,
             _ => false,
         }
@@ -248,8 +331,8 @@ impl Error {
     pub fn is_disconnect(&self) -> bool {
         matches!(
             self,
-            Error::Disconnected
-                | Error::NotConnected
+            Error::NotConnected
+                | Error::Connect { .. }
                 | Error::ConnectionLost { .. }
                 | Error::OutcomeUnknown { .. }
                 | Error::Io(_)
@@ -262,9 +345,14 @@ impl Error {
     }
 
     /// True when a publish may have been enqueued even though it failed: retrying it can
-    /// produce a duplicate.
+    /// produce a duplicate. A timeout counts, except one that struck before the publish was
+    /// handed to a connection (waiting for a publish slot): nothing was written then.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::OutcomeUnknown { .. } | Error::Timeout(_))
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Timeout(what) => *what != PUBLISH_NOT_SENT,
+            _ => false,
+        }
     }
 
     /// True when the input, not the network, was at fault: retrying the same call fails again.
@@ -275,12 +363,92 @@ impl Error {
         )
     }
 
+    /// A Redis error with no underlying cause (an unexpected reply).
+    pub(crate) fn redis(message: impl Into<String>) -> Self {
+        Error::Redis {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A TLS error with no underlying cause.
+    pub(crate) fn tls(message: impl Into<String>) -> Self {
+        Error::Tls {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A TLS error caused by `source`: `context` and the cause's text make the message, and
+    /// the cause stays reachable through [`std::error::Error::source`].
+    pub(crate) fn tls_caused(
+        context: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Tls {
+            message: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The [`RsmqErrorKind`] of this error or of any error in its source chain, if it is an
+    /// RSMQ named error.
+    pub fn rsmq_kind(&self) -> Option<RsmqErrorKind> {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = current {
+            // A boxed source (`Error::Connect`) is seen as the box, not the error in it.
+            let ours = error
+                .downcast_ref::<Error>()
+                .or_else(|| error.downcast_ref::<Box<Error>>().map(|b| &**b));
+            if let Some(Error::Rsmq { kind, .. }) = ours {
+                return Some(*kind);
+            }
+            current = error.source();
+        }
+        None
+    }
+
+    /// True for RSMQ `queueNotFound`: the queue does not exist.
+    pub fn is_queue_not_found(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueNotFound)
+    }
+
+    /// True for RSMQ `queueExists`: `create_queue` for a queue that exists.
+    pub fn is_queue_exists(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::QueueExists)
+    }
+
+    /// True for RSMQ `noAttributeSupplied`: `set_queue_attributes` with nothing to change.
+    pub fn is_no_attribute_supplied(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::NoAttributeSupplied)
+    }
+
+    /// True for RSMQ `invalidValue`: a queue's stored `vt` or `delay` is unreadable.
+    pub fn is_invalid_stored_value(&self) -> bool {
+        self.rsmq_kind() == Some(RsmqErrorKind::InvalidValue)
+    }
+
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::Config {
             field,
             reason: reason.into(),
         }
     }
+}
+
+/// The first few skipped entries, for a message that stays one line.
+fn list_skipped(skipped: &[SkippedProducer], count: usize) -> String {
+    const SHOWN: usize = 3;
+    let shown = skipped.len().min(SHOWN);
+    let mut text = skipped[..shown]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if count > shown {
+        text.push_str(&format!("; and {} more", count - shown));
+    }
+    text
 }
 
 impl From<io::Error> for Error {
@@ -310,10 +478,74 @@ mod tests {
     }
 
     #[test]
+    fn tls_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let io = io::Error::new(io::ErrorKind::InvalidData, "bad record");
+        let err = Error::tls_caused("handshake with nsqd at h failed", io);
+        assert_eq!(
+            err.to_string(),
+            "tls: handshake with nsqd at h failed: bad record"
+        );
+        let cause = err.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "bad record");
+        assert!(Error::tls("no TLS offered").source().is_none());
+        assert!(err.is_fatal());
+    }
+
+    #[test]
+    fn rsmq_kinds_are_typed_and_found_through_the_source_chain() {
+        let not_found = Error::Rsmq {
+            kind: RsmqErrorKind::QueueNotFound,
+            message: "Queue not found: q".into(),
+        };
+        assert_eq!(
+            not_found.to_string(),
+            "rsmq queueNotFound: Queue not found: q"
+        );
+        assert!(not_found.is_queue_not_found());
+        assert!(!not_found.is_queue_exists());
+        let wrapped = Error::Connect {
+            addr: "redis".into(),
+            source: Box::new(not_found),
+        };
+        assert_eq!(wrapped.rsmq_kind(), Some(RsmqErrorKind::QueueNotFound));
+        assert!(wrapped.is_queue_not_found());
+        let kinds = [
+            (RsmqErrorKind::QueueExists, "queueExists"),
+            (RsmqErrorKind::NoAttributeSupplied, "noAttributeSupplied"),
+            (RsmqErrorKind::InvalidValue, "invalidValue"),
+        ];
+        for (kind, name) in kinds {
+            let error = Error::Rsmq {
+                kind,
+                message: String::new(),
+            };
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(
+                [
+                    error.is_queue_exists(),
+                    error.is_no_attribute_supplied(),
+                    error.is_invalid_stored_value()
+                ]
+                .iter()
+                .filter(|&&b| b)
+                .count(),
+                1,
+                "{name}: exactly one predicate"
+            );
+        }
+        assert_eq!(Error::redis("x").rsmq_kind(), None);
+        assert!(!Error::Stopped.is_queue_not_found());
+    }
+
+    #[test]
     fn predicates_classify() {
-        assert!(Error::Disconnected.is_disconnect());
+        assert!(Error::NotConnected.is_disconnect());
         assert!(Error::OutcomeUnknown { addr: "x".into() }.outcome_unknown());
         assert!(Error::Timeout("publish").is_timeout());
+        assert!(Error::Timeout("publish").outcome_unknown());
+        assert!(!Error::Timeout(PUBLISH_NOT_SENT).outcome_unknown());
+        assert!(!Error::NotConnected.outcome_unknown());
         assert!(Error::config("max_in_flight", "too big").is_invalid_input());
         assert_eq!(
             Error::config("max_in_flight", "must be at most 65535").to_string(),

@@ -32,6 +32,7 @@ use crate::{
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "settings do nothing until passed on"]
 pub struct ReconnectPolicy {
     /// The first step; 1 ms..=`max_delay`.
     pub initial_delay: Duration,

@@ -226,6 +226,41 @@ fn service_refuses_a_bad_configuration() {
 }
 
 #[cfg(unix)]
+/// Built with the `metrics` feature, the example serves the crate's metrics on `/metrics`.
+fn assert_prometheus_metrics(url: &str, nsqd: &str) {
+    let one_line = |text: &str, name: &str| -> Option<String> {
+        text.lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l.contains("topic=\"web\"")
+                    && l.contains(&format!("nsqd=\"{nsqd}\""))
+            })
+            .map(str::to_owned)
+    };
+    // The consumer's counts reach the recorder once a second.
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let (status, body) = http(url, "GET", "/metrics", "");
+        assert_eq!(status, 200, "{body}");
+        let finished = one_line(&body, "nsq_messages_finished_total{");
+        if finished.is_some_and(|l| l.ends_with(" 1")) || Instant::now() > deadline {
+            break body;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let finished = one_line(&text, "nsq_messages_finished_total{");
+    assert!(
+        finished
+            .as_deref()
+            .is_some_and(|l| l.contains("channel=\"actix_web\"") && l.ends_with(" 1")),
+        "{text}"
+    );
+    // One publish reached nsqd (the invalid ones were refused before writing).
+    let published = one_line(&text, "nsq_publish_seconds_count{");
+    assert!(published.is_some_and(|l| l.ends_with(" 1")), "{text}");
+    assert!(text.contains("# HELP nsq_handler_seconds "), "{text}");
+}
+
 #[test]
 fn actix_web_publishes_over_http_and_counts_what_it_consumes() {
     let nsqd = TestNsqd::start().unwrap();
@@ -275,6 +310,9 @@ fn actix_web_publishes_over_http_and_counts_what_it_consumes() {
     assert_eq!(stats["handled"]["messages"], 1, "{stats}");
     assert_eq!(stats["handled"]["bytes"], 5, "{stats}");
     assert_eq!(stats["consumer"]["finished"], 1, "{stats}");
+    if cfg!(feature = "metrics") {
+        assert_prometheus_metrics(&url, &addr);
+    }
 
     web.signal("-TERM");
     let out = web.finish();

@@ -40,10 +40,9 @@ impl Handler<GiveUp> for Graveyard {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn closure_handler_gets_the_message_and_finish_deletes_it() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "hello", None).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = RsmqConsumer::builder(rsmq.clone(), "q")
@@ -86,10 +85,9 @@ async fn closure_handler_gets_the_message_and_finish_deletes_it() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn handler_actors_share_the_work() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     for i in 0..10 {
         rsmq.send_message("q", &format!("m{i}"), None)
             .await
@@ -126,10 +124,9 @@ async fn handler_actors_share_the_work() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn err_requeues_with_the_default_delay_times_attempts_or_the_explicit_one() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let scaled = rsmq.send_message("q", "scaled", None).await.unwrap();
     let explicit = rsmq.send_message("q", "explicit", None).await.unwrap();
     let consumer = RsmqConsumer::builder(rsmq, "q")
@@ -157,10 +154,9 @@ async fn err_requeues_with_the_default_delay_times_attempts_or_the_explicit_one(
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn explicit_requeue_now_redelivers_with_rc_plus_one() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "again", None).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -186,10 +182,9 @@ async fn explicit_requeue_now_redelivers_with_rc_plus_one() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn never_more_outstanding_than_the_concurrency() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     for i in 0..12 {
         rsmq.send_message("q", &i.to_string(), None).await.unwrap();
     }
@@ -223,10 +218,9 @@ async fn never_more_outstanding_than_the_concurrency() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn past_max_attempts_the_give_up_hook_gets_it() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     let id = rsmq.send_message("q", "poison", None).await.unwrap();
     let (tx, mut handled) = mpsc::unbounded_channel();
     let (dead, mut buried) = mpsc::unbounded_channel();
@@ -254,10 +248,9 @@ async fn past_max_attempts_the_give_up_hook_gets_it() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn past_max_attempts_the_message_moves_to_the_dead_letter_queue() {
-    let Some((server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (server, rsmq) = setup(30).await;
     create(&rsmq, "dead", 30).await;
     let id = rsmq.send_message("q", "poison body", None).await.unwrap();
     let consumer = RsmqConsumer::builder(rsmq.clone(), "q")
@@ -281,10 +274,9 @@ async fn past_max_attempts_the_message_moves_to_the_dead_letter_queue() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs redis-server on PATH; run with --ignored (.ci/run does)"]
 async fn the_builder_names_the_bad_setting() {
-    let Some((_server, rsmq)) = setup(30).await else {
-        return;
-    };
+    let (_server, rsmq) = setup(30).await;
     let ok = || RsmqConsumer::builder(rsmq.clone(), "q").handler_fn(|_: Delivery| async { Ok(()) });
     let field = |result: actix_nsq::Result<()>| match result {
         Err(Error::Config { field, .. }) => field,

@@ -113,6 +113,9 @@ pub(crate) struct Args {
     /// How long the memory workload's handler holds each message, milliseconds.
     #[arg(long, default_value_t = 1_000)]
     hold_ms: u64,
+    /// The consume workloads add a listener of per-message events (the cost of events).
+    #[arg(long)]
+    message_listener: bool,
 }
 
 /// What one workload did.
@@ -163,6 +166,7 @@ fn run_one(args: &Args, workload: &str) {
         per_nsqd,
         discover,
         hold,
+        message_listener: args.message_listener,
     };
     let measured = system.block_on(async {
         match workload {

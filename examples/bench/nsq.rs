@@ -59,6 +59,22 @@ pub(crate) struct ConsumeSpec {
     pub(crate) discover: bool,
     /// How long the handler holds each message before finishing it (`None`: at once).
     pub(crate) hold: Option<Duration>,
+    /// Add a listener of per-message events (the cost of events).
+    pub(crate) message_listener: bool,
+}
+
+/// Counts the events it gets: a listener doing the least a real one would.
+struct CountEvents(u64);
+
+impl actix::Actor for CountEvents {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<actix_nsq::ConsumerEvent> for CountEvents {
+    type Result = ();
+    fn handle(&mut self, _: actix_nsq::ConsumerEvent, _: &mut Self::Context) {
+        self.0 += 1;
+    }
 }
 
 /// Pre-fills `topic` on every nsqd, then consumes it all with one consumer; reports the time
@@ -93,6 +109,10 @@ pub(crate) async fn consume(
         }),
         None => builder.handler_fn(|_d: Delivery| std::future::ready(Ok(()))),
     };
+    if spec.message_listener {
+        use actix::Actor;
+        builder = builder.message_events(CountEvents(0).start().recipient());
+    }
     let total = spec.per_nsqd * target.nsqd.len() as u64;
     reset_peak_rss();
     let rss_before = rss_bytes();
@@ -118,7 +138,10 @@ pub(crate) async fn consume(
     let cpu = cpu_micros(target.in_process) - cpu;
     let peak = peak_rss_bytes();
     consumer.stop().await;
-    let mut extra = serde_json::json!({"max_in_flight": spec.max_in_flight});
+    let mut extra = serde_json::json!({
+        "max_in_flight": spec.max_in_flight,
+        "message_listener": spec.message_listener,
+    });
     if target.nsqd.len() > 1 {
         let round = |s: f64| (s * 1000.0).round() / 1000.0;
         extra["nsqd"] = target.nsqd.len().into();

@@ -81,15 +81,15 @@ impl NsqdConnection {
             addr: self.addr.clone(),
             abandoned,
         });
-        if let Some(link) = self.link.take() {
-            self.release_link(&link, ctx);
+        if let Some(mut link) = self.link.take() {
+            self.leave_flow(&mut link, ctx);
             self.link = Some(link);
         }
         match &mut self.link {
             // Flush what is buffered (the last FINs) and shut the write side down before the
-            // close resolves (see write_closed); a peer that stops reading gets 1 s.
+            // close resolves (see the driver's `Written::Closed`); a peer that stops reading
+            // gets 1 s.
             Some(link) => {
-                link.flow_link = None;
                 link.writer.close();
                 ctx.run_later(Duration::from_secs(1), |act, ctx| act.closed(ctx));
             }
@@ -98,7 +98,7 @@ impl NsqdConnection {
     }
 
     /// The close is complete: tell whoever waits for it, and stop (for good: `started()`
-    /// does nothing in the `Closed` phase).
+    /// does nothing in the `Closed` phase, so the restarted actor ends with its last address).
     pub(super) fn closed(&mut self, ctx: &mut Context<Self>) {
         if let Some(closing) = self.closing.take() {
             for done in closing.done {

@@ -6,7 +6,7 @@ use crate::{
     error::Error,
     protocol::{IdentifyRequest, PublishLimits, DEFAULT_MAX_FRAME_LEN},
     retry::ReconnectPolicy,
-    transport::{Compression, HandshakeConfig, Secret, TlsConfig},
+    transport::{Compression, Dialer, HandshakeConfig, Secret, TlsConfig},
 };
 
 /// How a connection to nsqd is set up: IDENTIFY fields, TLS, compression, AUTH, timeouts and
@@ -23,6 +23,7 @@ use crate::{
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ConnectionConfig {
     pub(crate) identify: IdentifyRequest,
     pub(crate) tls: Option<TlsConfig>,
@@ -32,6 +33,8 @@ pub struct ConnectionConfig {
     pub(crate) max_frame_len: usize,
     pub(crate) publish_limits: PublishLimits,
     pub(crate) reconnect: ReconnectPolicy,
+    /// Opens connections instead of TCP: set by `testing::MockNsqd::connection_config`.
+    pub(crate) dialer: Option<Dialer>,
 }
 
 impl Default for ConnectionConfig {
@@ -66,6 +69,7 @@ impl ConnectionConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             publish_limits: PublishLimits::NSQD_DEFAULT,
             reconnect: ReconnectPolicy::default(),
+            dialer: None,
         }
     }
 
@@ -164,8 +168,8 @@ impl ConnectionConfig {
         self
     }
 
-    /// The largest frame accepted from nsqd (default 16 MiB). Bigger frames drop the connection
-    /// before anything is allocated for them.
+    /// The largest frame accepted from nsqd (default 16 MiB, at most 256 MiB). Bigger frames
+    /// drop the connection before anything is allocated for them.
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.max_frame_len = bytes;
         self
@@ -203,19 +207,104 @@ impl ConnectionConfig {
                 "must be greater than zero",
             ));
         }
-        if self.max_frame_len < 1024 {
+        // nsqd's size field is an int32, and its largest frame is a message of
+        // --max-msg-size (default 1 MiB) or an MPUB answer; 256 MiB is far past any real
+        // setting yet keeps a typo like usize::MAX from inviting a 2 GiB frame.
+        if !(1024..=256 * 1024 * 1024).contains(&self.max_frame_len) {
             return Err(Error::config(
                 "max_frame_len",
-                "must be at least 1024 bytes",
+                "must be between 1024 bytes and 256 MiB",
             ));
         }
-        if self.publish_limits.max_msg_size == 0 || self.publish_limits.max_body_size == 0 {
+        Self::validate_publish_limits(self.publish_limits)?;
+        let max_body_size = self.publish_limits.max_body_size;
+        Self::check_body_sizes(&identify, self.auth_secret.as_ref(), max_body_size)?;
+        self.reconnect.validate()?;
+        Ok(())
+    }
+
+    /// nsqd refuses an IDENTIFY or AUTH body larger than its `--max-body-size` with a fatal
+    /// `E_BAD_BODY` (nsqd v1.3.0 `protocol_v2.go:361` "IDENTIFY body too big", `:505` "AUTH
+    /// body too big"), and an empty AUTH body with "AUTH invalid body size 0" (`:510`).
+    /// Either would fail every connection attempt forever, so they are refused up front;
+    /// `max_body_size` is what [`publish_limits`](Self::publish_limits) says nsqd allows.
+    fn check_body_sizes(
+        identify: &IdentifyRequest,
+        secret: Option<&Secret>,
+        max_body_size: usize,
+    ) -> Result<(), Error> {
+        let body =
+            serde_json::to_vec(identify).map_err(|e| Error::config("identify", e.to_string()))?;
+        if body.len() > max_body_size {
+            let fields = [
+                ("client_id", &identify.client_id),
+                ("hostname", &identify.hostname),
+                ("user_agent", &identify.user_agent),
+                ("topology", &identify.topology_region),
+                ("topology", &identify.topology_zone),
+            ];
+            let (field, value) = fields
+                .into_iter()
+                .max_by_key(|(_, v)| v.len())
+                .unwrap_or(("client_id", &identify.client_id));
+            return Err(Error::config(
+                field,
+                format!(
+                    "is {} bytes: the IDENTIFY body would be {} bytes, over nsqd's \
+                     --max-body-size of {max_body_size} (publish_limits)",
+                    value.len(),
+                    body.len()
+                ),
+            ));
+        }
+        match secret.map(|s| s.expose().len()) {
+            Some(0) => Err(Error::config("auth_secret", "must not be empty")),
+            Some(len) if len > max_body_size => Err(Error::config(
+                "auth_secret",
+                format!(
+                    "is {len} bytes, over nsqd's --max-body-size of {max_body_size} \
+                     (publish_limits)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks publish limits: both set, and the message limit within the body limit (swapped
+    /// arguments, most likely: nsqd's defaults are 1 MiB and 5 MiB, and a message it accepts
+    /// must also fit in an MPUB body).
+    pub(crate) fn validate_publish_limits(limits: PublishLimits) -> Result<(), Error> {
+        let PublishLimits {
+            max_msg_size,
+            max_body_size,
+        } = limits;
+        if max_msg_size == 0 || max_body_size == 0 {
             return Err(Error::config(
                 "publish_limits",
                 "limits must be greater than zero",
             ));
         }
-        self.reconnect.validate()?;
+        if max_msg_size > max_body_size {
+            return Err(Error::config(
+                "publish_limits",
+                format!(
+                    "max_msg_size ({max_msg_size}) must not exceed max_body_size ({max_body_size})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a DPUB/`defer` bound: nsqd reads the delay as int64 milliseconds and multiplies it
+    /// into int64 nanoseconds (v1.3.0 `protocol_v2.go:882-888`, `http.go:236-244`); past that it
+    /// overflows.
+    pub(crate) fn validate_max_defer(max_defer: Duration) -> Result<(), Error> {
+        if max_defer > Duration::from_nanos(i64::MAX.unsigned_abs()) {
+            return Err(Error::config(
+                "max_defer",
+                "must be at most 292 years (nsqd computes the delay in int64 nanoseconds)",
+            ));
+        }
         Ok(())
     }
 
@@ -252,6 +341,7 @@ impl ConnectionConfig {
             subscribe,
             timeout: self.connect_timeout,
             max_frame_len: self.max_frame_len,
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -283,6 +373,7 @@ impl fmt::Debug for ConnectionConfig {
             max_frame_len,
             publish_limits,
             reconnect,
+            dialer,
         } = self;
         f.debug_struct("ConnectionConfig")
             .field("identify", identify)
@@ -293,6 +384,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("max_frame_len", max_frame_len)
             .field("publish_limits", publish_limits)
             .field("reconnect", reconnect)
+            .field("dialer", dialer)
             .finish()
     }
 }
@@ -327,6 +419,26 @@ mod tests {
                 ConnectionConfig::new().connect_timeout(Duration::ZERO),
                 "connect_timeout",
             ),
+            (
+                ConnectionConfig::new().publish_limits(5 << 20, 1 << 20),
+                "publish_limits",
+            ),
+            (
+                // Every IDENTIFY would draw a fatal "IDENTIFY body too big" forever.
+                ConnectionConfig::new().client_id("x".repeat(10 << 20)),
+                "client_id",
+            ),
+            (
+                ConnectionConfig::new()
+                    .publish_limits(100, 1000)
+                    .user_agent("u".repeat(1000)),
+                "user_agent",
+            ),
+            (
+                ConnectionConfig::new().auth_secret("s".repeat((5 << 20) + 1)),
+                "auth_secret",
+            ),
+            (ConnectionConfig::new().auth_secret(""), "auth_secret"),
         ];
         for (config, field) in cases {
             match config.validate() {
@@ -334,6 +446,16 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sizes_at_nsqds_limits_are_fine() {
+        ConnectionConfig::new()
+            .publish_limits(5 << 20, 5 << 20)
+            .client_id("x".repeat(4 << 20))
+            .auth_secret("s".repeat(5 << 20))
+            .validate()
+            .unwrap();
     }
 
     #[test]

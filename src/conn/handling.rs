@@ -1,13 +1,11 @@
 //! The handler futures of one connection.
 //!
-//! They live in the actor itself, not in its context: the supervisor drops a context's
-//! futures when it restarts the actor after a lost link, and a lost link must not cancel a
-//! handler midway (its answer then fails with `ConnectionLost`, and nsqd redelivers after
-//! `msg_timeout`). A small future spawned on every (re)start drives them. Compared with a
-//! task per message, this saves a task allocation and a trip through the executor's queue.
+//! They belong to the actor, not to a link: a lost link must not cancel a handler midway (its
+//! answer then fails with `ConnectionLost`, and nsqd redelivers after `msg_timeout`). The
+//! actor's background driver polls them. Compared with a task per message, this saves a task
+//! allocation and a trip through the executor's queue.
 
 use std::{
-    cell::RefCell,
     future::Future,
     pin::Pin,
     rc::Rc,
@@ -15,35 +13,66 @@ use std::{
     task::{ready, Context, Poll, Waker},
 };
 
-use actix::{Actor, ActorFuture, Recipient};
+use actix::Recipient;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
 use super::{ConnId, ConnectionEvent};
 use crate::{
-    delivery::Watch,
+    delivery::{DeliveryId, Watch},
+    events::{MessageEvent, Tap},
     handler::{settle, Dispatch, Handled},
 };
 
-/// Reports handlers that panicked or were gone, as `ConnectionEvent::HandlerFailed`.
+/// Reports handlers that failed: panics and deliveries no handler saw as
+/// `ConnectionEvent::HandlerFailed` to the owner; panics and `Err` results as
+/// [`MessageEvent::HandlerFailed`] to the listeners that want message events.
 pub(crate) struct FailureReporter {
     pub(crate) id: ConnId,
     pub(crate) addr: Arc<str>,
-    pub(crate) events: Recipient<ConnectionEvent>,
+    pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    pub(crate) tap: Option<Rc<dyn Tap>>,
 }
 
 impl FailureReporter {
     fn report(&self, watch: &Watch, handled: &Handled) {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.wants_messages()) {
+            if let (DeliveryId::Nsq(id), Some((error, panicked))) =
+                (&watch.meta().id, failure(handled))
+            {
+                tap.message(MessageEvent::HandlerFailed {
+                    conn: self.id,
+                    addr: self.addr.clone(),
+                    id: *id,
+                    error,
+                    panicked,
+                });
+            }
+        }
         let reason = match handled {
             Handled::Panicked(panic) => format!("handler panicked: {panic}"),
-            Handled::Gone => "no live handler actor took the message".to_owned(),
+            Handled::Gone => {
+                "no live handler took the message; released it without counting a failure"
+                    .to_owned()
+            }
             Handled::Returned(_) => return,
         };
-        self.events.do_send(ConnectionEvent::HandlerFailed {
-            id: self.id,
-            addr: self.addr.clone(),
-            message_id: watch.meta().id.as_str().to_owned(),
-            reason,
-        });
+        if let Some(events) = &self.events {
+            events.do_send(ConnectionEvent::HandlerFailed {
+                id: self.id,
+                addr: self.addr.clone(),
+                message_id: watch.meta().id.as_str().to_owned(),
+                reason,
+            });
+        }
+    }
+}
+
+/// The error text and whether it was a panic, for a handler that failed.
+fn failure(handled: &Handled) -> Option<(String, bool)> {
+    match handled {
+        Handled::Panicked(panic) => Some((panic.clone(), true)),
+        Handled::Returned(Err(error)) => Some((error.to_string(), false)),
+        Handled::Returned(Ok(())) | Handled::Gone => None,
     }
 }
 
@@ -54,6 +83,8 @@ pub(crate) struct Settling {
     pub(crate) give_up: bool,
     /// Shared by the connection's deliveries (a reference count, no allocation per message).
     pub(crate) failures: Option<Rc<FailureReporter>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) timer: Option<crate::metrics::HandlerTimer>,
 }
 
 impl Future for Settling {
@@ -61,6 +92,8 @@ impl Future for Settling {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let handled = ready!(Pin::new(&mut self.dispatch).poll(cx));
+        #[cfg(feature = "metrics")]
+        crate::metrics::HandlerTimer::done(self.timer.take(), self.give_up);
         if let Some(watch) = self.watch.take() {
             if let Some(failures) = &self.failures {
                 failures.report(&watch, &handled);
@@ -91,32 +124,24 @@ impl Handling {
         self.push(settling);
     }
 
+    /// Drives the handler futures; remembers `cx`'s waker for [`run`](Self::run).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        // Ready(None) only means "empty for now": a push wakes the driver again.
+        while let Poll::Ready(Some(())) = self.futures.poll_next_unpin(cx) {}
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.futures.is_empty()
+    }
+
     fn push(&mut self, settling: Settling) {
         self.futures.push(settling);
         // FuturesUnordered does not wake its poller on push.
         if let Some(waker) = &self.waker {
             waker.wake_by_ref();
         }
-    }
-}
-
-/// Drives a connection's handler futures from its context.
-pub(crate) struct DriveHandlers(pub(crate) Rc<RefCell<Handling>>);
-
-impl<A: Actor> ActorFuture<A> for DriveHandlers {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, _: &mut A, _: &mut A::Context, cx: &mut Context<'_>) -> Poll<()> {
-        let mut handling = self.0.borrow_mut();
-        if !handling
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            handling.waker = Some(cx.waker().clone());
-        }
-        // Ready(None) only means "empty for now": stay pending until a push wakes us.
-        while let Poll::Ready(Some(())) = handling.futures.poll_next_unpin(cx) {}
-        Poll::Pending
     }
 }

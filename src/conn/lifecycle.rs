@@ -1,17 +1,24 @@
 //! A connection's life: connect, handshake, link up, link lost, reconnect or give up.
+//!
+//! There is one way back after a failure: a failed connect and a lost link both end in
+//! [`schedule_reconnect`](NsqdConnection::schedule_reconnect), in the same context.
 
-use std::{sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 
-use actix::{fut::wrap_future, ActorContext, ActorFutureExt, AsyncContext, Context};
+use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context};
 use tokio_util::codec::FramedRead;
 
 use super::{
-    responder::NsqResponder, writer::Writer, ConnectionEvent, ForgetLink, Link, NsqdConnection,
-    Phase, Waiter, READ_CAPACITY,
+    driver::LinkDriver, next_link_id, responder::NsqResponder, writer::Writer, ConnectionEvent,
+    Link, LostLink, NsqdConnection, Phase, Waiter, READ_CAPACITY,
 };
 use crate::{
     error::Error,
     protocol::NsqCodec,
+    rdy::LinkId,
     transport::{self, Established},
 };
 
@@ -48,34 +55,32 @@ impl NsqdConnection {
             NsqCodec::new(self.config.max_frame_len).with_limits(self.config.publish_limits);
         let mut frames = FramedRead::with_capacity(read, codec.clone(), READ_CAPACITY);
         frames.read_buffer_mut().extend_from_slice(&read_buf);
-        ctx.add_stream(frames);
-        // The context polls its items in order. Answers are polled right after frames and the
-        // writer right after answers, so a message read, handled synchronously, and finished
-        // leaves as a FIN in the same pass (the actor-wide answers stream from started() stays
-        // for the time the link is down).
-        let answers = self.answers.clone();
-        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
-            answers.borrow_mut().poll_recv(cx)
-        }));
-        self.link_gen += 1;
-        let responder =
-            NsqResponder::new(self.answers_tx.clone(), self.addr.clone(), self.link_gen);
-        let writer = Writer::start::<Self, _>(write, codec, ctx);
-        let max_rdy = u32::try_from(negotiated.identify.max_rdy_count).unwrap_or(u32::MAX);
-        let now = std::time::Instant::now();
+        let (writer, write_half) = Writer::new(write, codec);
+        let id = next_link_id();
+        let driver = ctx.spawn(LinkDriver::new(id, frames, write_half));
         let heartbeat = self.config.heartbeat();
+        // nsqd drops a client after 2 × heartbeat of silence; we do the same to nsqd, so a
+        // half-open link (peer gone without FIN/RST) cannot hang the consumer.
+        let liveness = heartbeat
+            .map(|interval| ctx.run_interval(interval / 2, |act, ctx| act.check_liveness(ctx)));
+        let responder = NsqResponder::new(self.answers_tx.clone(), self.addr.clone(), id);
+        let max_rdy = u32::try_from(negotiated.identify.max_rdy_count).unwrap_or(u32::MAX);
+        let now = Instant::now();
         self.link = Some(Link {
+            id,
             writer,
+            driver,
+            liveness,
             max_rdy,
             rdy: 0,
+            rdy_ceiling: 0,
             in_flight: 0,
             last_frame: now,
             connected_at: now,
             heartbeat,
             responder,
             close_wait_seen: false,
-            flow_link: None,
-            gen: self.link_gen,
+            in_flow: self.subscription.is_some(),
             msg_timeout: Duration::from_millis(
                 u64::try_from(negotiated.identify.msg_timeout).unwrap_or(60_000),
             ),
@@ -83,22 +88,29 @@ impl NsqdConnection {
         self.phase = Phase::Connected;
         self.counters.connected.store(true, Relaxed);
         self.counters.max_rdy.store(max_rdy, Relaxed);
-        if let Some(interval) = heartbeat {
-            // nsqd drops a client after 2 × heartbeat of silence; we do the same to nsqd, so a
-            // half-open link (peer gone without FIN/RST) cannot hang the consumer.
-            ctx.run_interval(interval / 2, |act, ctx| act.check_liveness(ctx));
-        }
         if let Some(subscription) = &self.subscription {
-            let (link_id, rdy) = subscription.flow.connected(ctx.address(), max_rdy);
-            if let Some(link) = &mut self.link {
-                link.flow_link = Some(link_id);
-            }
+            let rdy = subscription
+                .flow
+                .connected(id, ctx.address().recipient(), max_rdy);
             if let Some(count) = rdy {
                 self.set_rdy(count, ctx);
             }
         }
         tracing::info!(nsqd = %self.addr, conn = self.id, tls = negotiated.tls,
             compression = ?negotiated.compression, max_rdy, "connected");
+        // The handshake's results, in the order nsqd sent them (IDENTIFY, then AUTH).
+        self.tap_connection(|| ConnectionEvent::Identified {
+            id: self.id,
+            addr: self.addr.clone(),
+            identify: Box::new(negotiated.identify.clone()),
+        });
+        if let Some(auth) = &negotiated.auth {
+            self.tap_connection(|| ConnectionEvent::Authenticated {
+                id: self.id,
+                addr: self.addr.clone(),
+                auth: Box::new(auth.clone()),
+            });
+        }
         self.emit(ConnectionEvent::Connected {
             id: self.id,
             addr: self.addr.clone(),
@@ -117,7 +129,8 @@ impl NsqdConnection {
         self.schedule_reconnect(ctx);
     }
 
-    /// Picks the next delay and reconnects after it, or gives up.
+    /// The one way back: picks the next delay and reconnects after it, or gives up. Called
+    /// after a failed connect and after a lost link alike.
     pub(super) fn schedule_reconnect(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Connecting {
             return;
@@ -136,20 +149,24 @@ impl NsqdConnection {
         }
     }
 
-    /// Drops the link because of `error`; the supervisor restarts the actor.
+    /// Drops the link because of `error`, then reconnects (or gives up) like after a failed
+    /// connect. The actor keeps running: handler futures, answers and lost links carry on.
     pub(super) fn drop_link(&mut self, error: Error, ctx: &mut Context<Self>) {
         let Some(link) = self.link.take() else { return };
         let lost_in_flight = link.in_flight;
-        self.release_link(&link, ctx);
-        if self.phase == Phase::Closing {
+        let lasted = link.connected_at.elapsed();
+        self.release_link(link, ctx);
+        match self.phase {
             // nsqd closed on us while we drained; treat as closed.
-            self.finish_close(lost_in_flight, ctx);
-            return;
+            Phase::Closing => return self.finish_close(lost_in_flight, ctx),
+            // Closed already; the link was only kept to flush the last FINs.
+            Phase::Closed => return self.closed(ctx),
+            Phase::Connected | Phase::Connecting | Phase::GaveUp => {}
         }
         tracing::warn!(nsqd = %self.addr, conn = self.id, %error, lost_in_flight, "connection lost");
         self.fail_waiters(&error);
         // A link that stayed up for a while resets the backoff: this is a new failure episode.
-        self.reconnect.connection_ended(link.connected_at.elapsed());
+        self.reconnect.connection_ended(lasted);
         self.emit(ConnectionEvent::Disconnected {
             id: self.id,
             addr: self.addr.clone(),
@@ -157,22 +174,13 @@ impl NsqdConnection {
             lost_in_flight,
         });
         self.counters.reconnects.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::metrics::link_lost(self.subscription.as_ref(), &self.addr);
         self.counters.connected.store(false, Relaxed);
+        self.counters.rdy.store(0, Relaxed);
+        self.counters.in_flight.store(0, Relaxed);
         self.phase = Phase::Connecting;
-        match self.reconnect.next_delay(&mut rand::rng()) {
-            Some(delay) => {
-                self.next_delay = delay;
-                self.emit(ConnectionEvent::Reconnecting {
-                    id: self.id,
-                    addr: self.addr.clone(),
-                    attempt: self.reconnect.attempts(),
-                    delay,
-                });
-            }
-            None => self.give_up(),
-        }
-        // The supervisor restarts the actor; started() reconnects after next_delay.
-        ctx.stop();
+        self.schedule_reconnect(ctx);
     }
 
     pub(super) fn give_up(&mut self) {
@@ -186,29 +194,76 @@ impl NsqdConnection {
         });
     }
 
-    /// The link is gone: answers for its messages now fail with `ConnectionLost`. Its
-    /// in-flight messages keep their flow-control slots while their handlers still run, so a
-    /// reconnected link cannot push the number being handled past `max_in_flight`; nsqd
-    /// requeues them after `msg_timeout`, and then the slots are released whatever the
-    /// handlers do.
-    pub(super) fn release_link(&mut self, link: &Link, ctx: &mut Context<Self>) {
+    /// The link is gone: its driver and liveness check are cancelled, and it leaves the flow.
+    pub(super) fn release_link(&mut self, mut link: Link, ctx: &mut Context<Self>) {
+        ctx.cancel_future(link.driver);
+        if let Some(liveness) = link.liveness {
+            ctx.cancel_future(liveness);
+        }
+        self.leave_flow(&mut link, ctx);
+    }
+
+    /// Answers for the link's messages now fail with `ConnectionLost`. Its in-flight messages
+    /// keep their flow-control slots while their handlers still run, so a reconnected link
+    /// cannot push the number being handled past `max_in_flight`; nsqd requeues them after
+    /// `msg_timeout`, and then the slots are released whatever the handlers do.
+    pub(super) fn leave_flow(&mut self, link: &mut Link, ctx: &mut Context<Self>) {
         link.responder.kill();
-        let (Some(subscription), Some(flow_link)) = (&self.subscription, link.flow_link) else {
+        if !std::mem::take(&mut link.in_flow) {
+            return;
+        }
+        let Some(subscription) = &self.subscription else {
             return;
         };
         if link.in_flight == 0 {
-            subscription.flow.disconnected(flow_link);
+            subscription.flow.disconnected(link.id);
             return;
         }
-        subscription.flow.lost(flow_link);
-        self.lost_links.insert(link.gen, flow_link);
-        let (gen, forget_after) = (link.gen, link.msg_timeout + Duration::from_secs(1));
-        let addr = ctx.address();
-        // Not a context timer: those die with the context when the supervisor restarts it.
-        actix_rt::spawn(async move {
-            actix_rt::time::sleep(forget_after).await;
-            addr.do_send(ForgetLink(gen));
-        });
+        subscription.flow.lost(link.id);
+        let after = link.msg_timeout + Duration::from_secs(1);
+        self.arm_forget(link.id, link.in_flight, after, ctx);
+    }
+
+    /// Releases the slots of lost link `id`, with `in_flight` messages unanswered, after
+    /// `after`.
+    pub(super) fn arm_forget(
+        &mut self,
+        id: LinkId,
+        in_flight: u32,
+        after: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let timer = ctx.run_later(after, move |act, _| act.forget_link(id));
+        self.lost_links.insert(
+            id,
+            LostLink {
+                in_flight,
+                forget_at: Instant::now() + after,
+                timer,
+            },
+        );
+    }
+
+    /// A lost link's `msg_timeout` has passed: nsqd has requeued whatever it still had in
+    /// flight, so its flow-control slots are released even if its handlers never answer.
+    fn forget_link(&mut self, id: LinkId) {
+        if let (Some(_), Some(subscription)) = (self.lost_links.remove(&id), &self.subscription) {
+            subscription.flow.disconnected(id);
+        }
+    }
+
+    /// A message of lost link `id` was answered: too late for nsqd, but its slot is free.
+    pub(super) fn lost_answered(&mut self, id: LinkId, ctx: &mut Context<Self>) {
+        let Some(lost) = self.lost_links.get_mut(&id) else {
+            return;
+        };
+        lost.in_flight = lost.in_flight.saturating_sub(1);
+        if lost.in_flight == 0 {
+            // The policy forgot the link with its last slot (RdyPolicy::message_done).
+            if let Some(lost) = self.lost_links.remove(&id) {
+                ctx.cancel_future(lost.timer);
+            }
+        }
     }
 
     pub(super) fn fail_waiters(&mut self, error: &Error) {

@@ -8,7 +8,11 @@ use std::{sync::Arc, time::Duration};
 
 use actix::Message;
 
-use crate::{error::Error, protocol::Command, transport::Negotiated};
+use crate::{
+    error::Error,
+    protocol::{AuthResponse, Command, IdentifyResponse},
+    transport::Negotiated,
+};
 
 /// Identifies one connection within its consumer or producer.
 pub type ConnId = u64;
@@ -69,8 +73,9 @@ pub enum ConnectionEvent {
         /// The error.
         error: Error,
     },
-    /// A handler panicked, or no handler actor was alive to take a message; the message was
-    /// requeued with backoff and the consumer carries on.
+    /// A handler panicked with the message (it is requeued with backoff, the consumer carries
+    /// on), or the consumer stopped while the message waited for a live handler actor (it is
+    /// released at once, without counting a failure).
     HandlerFailed {
         /// Which connection delivered the message.
         id: ConnId,
@@ -80,6 +85,47 @@ pub enum ConnectionEvent {
         message_id: String,
         /// What happened.
         reason: String,
+    },
+    /// nsqd sent a heartbeat, which the connection answered with `NOP` (pynsq `heartbeat`).
+    /// Sent straight to listeners; the owner does not see it.
+    Heartbeat {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+    },
+    /// nsqd answered a command with a response frame: `OK` (a publish succeeded) or
+    /// `CLOSE_WAIT` (a close began) (gnsq `on_response`, pynsq `response`). Sent straight to
+    /// listeners. Error frames are [`ServerError`](Self::ServerError) when the connection stays
+    /// up and [`Disconnected`](Self::Disconnected) (with [`Error::Server`]) when nsqd closes it.
+    Response {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// The response, as nsqd sent it.
+        response: &'static str,
+    },
+    /// nsqd answered IDENTIFY (pynsq `identify_response`); sent before
+    /// [`Connected`](Self::Connected), straight to listeners.
+    Identified {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// nsqd's reply.
+        identify: Box<IdentifyResponse>,
+    },
+    /// nsqd accepted AUTH (gnsq `on_auth`, pynsq `auth_response`); sent before
+    /// [`Connected`](Self::Connected), straight to listeners. A refused AUTH is a
+    /// [`Disconnected`](Self::Disconnected) with the server's error.
+    Authenticated {
+        /// Which connection.
+        id: ConnId,
+        /// The nsqd address.
+        addr: Arc<str>,
+        /// nsqd's reply (identity and permission count).
+        auth: Box<AuthResponse>,
     },
     /// The connection was closed on request (graceful stop).
     Closed {
@@ -102,6 +148,10 @@ impl ConnectionEvent {
             | ConnectionEvent::GaveUp { id, .. }
             | ConnectionEvent::ServerError { id, .. }
             | ConnectionEvent::HandlerFailed { id, .. }
+            | ConnectionEvent::Heartbeat { id, .. }
+            | ConnectionEvent::Response { id, .. }
+            | ConnectionEvent::Identified { id, .. }
+            | ConnectionEvent::Authenticated { id, .. }
             | ConnectionEvent::Closed { id, .. } => *id,
         }
     }
@@ -115,19 +165,26 @@ impl ConnectionEvent {
             | ConnectionEvent::GaveUp { addr, .. }
             | ConnectionEvent::ServerError { addr, .. }
             | ConnectionEvent::HandlerFailed { addr, .. }
+            | ConnectionEvent::Heartbeat { addr, .. }
+            | ConnectionEvent::Response { addr, .. }
+            | ConnectionEvent::Identified { addr, .. }
+            | ConnectionEvent::Authenticated { addr, .. }
             | ConnectionEvent::Closed { addr, .. } => addr,
         }
     }
 }
 
-/// Set the RDY of link `link` (the number of messages nsqd may have in flight on it). Clamped
-/// to nsqd's `max_rdy_count`; a value equal to the current one sends nothing. Ignored when the
-/// link is no longer the connection's current one.
+/// The flow policy changed the RDY of link `link` (the number of messages nsqd may have in
+/// flight on it) while handling another link's event: ask it for the count
+/// ([`Flow::rdy_due`](super::Flow::rdy_due)) and write it. The count is asked for, not
+/// carried, so a stale one never reaches the wire and the policy knows when the change is
+/// there (it hands out what a lower frees only then). Clamped to nsqd's `max_rdy_count`; a
+/// value equal to the current one sends nothing. Ignored when the link is no longer the
+/// connection's current one.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct SetRdy {
-    pub(crate) link: super::LinkId,
-    pub(crate) count: u32,
+    pub(crate) link: crate::rdy::LinkId,
 }
 
 /// Write a command that nsqd answers with `OK` or an error (PUB, MPUB, DPUB), and wait for

@@ -1,15 +1,18 @@
 //! `NsqdConnection`: one supervised actor per nsqd.
 //!
-//! Lifecycle: `started()` schedules a connect without blocking the mailbox; the handshake runs
-//! as a spawned future; on success the read half becomes a stream of frames and the write half
-//! a [`Writer`]. When the link dies (EOF, I/O error, fatal `E_*`, missed heartbeats, protocol
-//! violation) the actor stops and its `Supervisor` restarts it: `restarting()` fails every
-//! pending waiter, and the spawned read/write futures die with the old context, so nothing of
-//! the old link survives. Reconnects back off exponentially with jitter; when the policy's
-//! attempts run out the actor tells its owner and stays down.
+//! One reconnect path. `started()` connects; the handshake runs as a spawned future; on
+//! success the link's [`driver`] is spawned (it reads frames, drains answers and writes, in
+//! that order, so a message finished synchronously leaves as a FIN in the same write). When
+//! the link dies (EOF, I/O error, fatal `E_*`, missed heartbeats, protocol violation),
+//! `drop_link` cancels everything that belongs to the link and calls `schedule_reconnect`,
+//! the function a failed connect calls too: it backs off exponentially with jitter, or gives
+//! up when the policy's attempts run out, telling the owner. A lost link does not stop the
+//! actor; only a close does, and its `Supervisor` then restarts it in the `Closed` phase,
+//! where it does nothing and ends with its last address.
 
 mod close;
 mod config;
+mod driver;
 mod frames;
 mod handling;
 mod lifecycle;
@@ -17,19 +20,22 @@ mod messages;
 mod responder;
 mod stats;
 mod subscription;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 mod writer;
 
 use std::{
-    cell::RefCell,
     collections::{HashMap, VecDeque},
     rc::Rc,
-    sync::{atomic::Ordering::Relaxed, Arc},
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use actix::{
-    Actor, AsyncContext, Context, Handler, Message, Recipient, ResponseFuture, SpawnHandle,
-    Supervised, Supervisor,
+    Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, SpawnHandle, Supervised,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,17 +45,38 @@ pub(crate) use messages::{Close, Ping, Publish, SetRdy};
 pub use messages::{ConnId, ConnectionEvent};
 pub(crate) use stats::ConnCounters;
 pub use stats::ConnectionStats;
-pub(crate) use subscription::{Flow, LinkId, Subscription};
+pub(crate) use subscription::{Flow, Subscription};
 
 use self::{
-    handling::{DriveHandlers, FailureReporter, Handling},
+    handling::{FailureReporter, Handling},
     responder::{Answer, NsqResponder},
-    writer::{Writer, WriterOwner},
+    writer::Writer,
 };
-use crate::{error::Error, protocol::Command, retry::ReconnectBackoff};
+use crate::{
+    error::Error,
+    events::{MessageEvent, Tap},
+    protocol::Command,
+    rdy::LinkId,
+    retry::ReconnectBackoff,
+};
 
 /// Read buffer size: large reads amortise syscalls when nsqd streams messages.
 const READ_CAPACITY: usize = 64 * 1024;
+
+/// A fresh link id, unique in the process and increasing (see [`LinkId`]).
+pub(crate) fn next_link_id() -> LinkId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    LinkId(NEXT.fetch_add(1, Relaxed))
+}
+
+/// Sends a per-message event, built only if a listener asked for them: on the hot path this
+/// is one atomic load when nobody did. A free function, so callers can hold other fields.
+#[inline]
+fn tap_message(tap: &Option<Rc<dyn Tap>>, event: impl FnOnce() -> MessageEvent) {
+    if let Some(tap) = tap.as_ref().filter(|t| t.wants_messages()) {
+        tap.message(event());
+    }
+}
 
 /// Where the actor is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,23 +99,42 @@ enum Waiter {
     CloseWait,
 }
 
-/// The state of one established link.
+/// Everything that belongs to one established link and dies with it. Dropping a link cancels
+/// its driver (read stream, answers-then-write pass, write half) and its liveness interval and
+/// kills its responder, whose later answers then fail with `ConnectionLost`.
 struct Link {
+    /// Tags this link's answers, and is the id the consumer's flow policy knows it by.
+    id: LinkId,
     writer: Writer,
+    /// The spawned [`driver::LinkDriver`].
+    driver: SpawnHandle,
+    /// The heartbeat check, when heartbeats are on.
+    liveness: Option<SpawnHandle>,
     max_rdy: u32,
     rdy: u32,
+    /// The highest RDY sent on this link: the most messages an honest nsqd can have in flight
+    /// on it (see `frames::on_message`).
+    rdy_ceiling: u32,
     in_flight: u32,
-    last_frame: std::time::Instant,
-    connected_at: std::time::Instant,
+    last_frame: Instant,
+    connected_at: Instant,
     heartbeat: Option<Duration>,
     responder: Arc<NsqResponder>,
     close_wait_seen: bool,
-    /// The id the consumer's flow policy knows this link by (consumers only).
-    flow_link: Option<LinkId>,
-    /// Which link of this actor it is: answers carry it, so late ones are told apart.
-    gen: u64,
+    /// Whether the consumer's flow policy steers this link (consumers, until closed).
+    in_flow: bool,
     /// nsqd's message timeout for this link: after it, nsqd has requeued what is in flight.
     msg_timeout: Duration,
+}
+
+/// A lost link whose in-flight messages still hold flow-control slots.
+struct LostLink {
+    /// Its messages still unanswered.
+    in_flight: u32,
+    /// When nsqd has requeued them all (`msg_timeout` + 1 s after the loss).
+    forget_at: Instant,
+    /// The timer that releases the slots then.
+    timer: SpawnHandle,
 }
 
 /// An in-progress graceful close.
@@ -99,31 +145,42 @@ struct Closing {
 }
 
 /// One connection to one nsqd. See the module docs.
+///
+/// What survives a lost link (the actor's lifetime): the answers channel, the handler futures
+/// (a reconnect never cancels a handler), the counters, the reconnect backoff, the lost links
+/// whose slots wait for their handlers or for `msg_timeout`, the close in progress, and the
+/// background driver. What belongs to one link: everything in [`Link`], plus the waiters for
+/// its responses (failed when it drops: nsqd answers each link's commands on that link only).
 pub(crate) struct NsqdConnection {
     id: ConnId,
     addr: Arc<str>,
     config: Arc<ConnectionConfig>,
     subscription: Option<Subscription>,
     events: Option<Recipient<ConnectionEvent>>,
+    /// The owner's listeners, for what goes to them directly (see [`crate::events`]).
+    tap: Option<Rc<dyn Tap>>,
     phase: Phase,
     link: Option<Link>,
     waiters: VecDeque<Waiter>,
     reconnect: ReconnectBackoff,
-    /// Delay before the next connect attempt; zero for the first.
-    next_delay: Duration,
     closing: Option<Closing>,
     counters: Arc<ConnCounters>,
-    /// Answers from deliveries, for every link this actor has had. The receiver lives as long
-    /// as the actor (not the link) so answers for a lost link still release flow-control
-    /// slots; it is re-attached as a stream on every (re)start.
+    /// Answers from deliveries, for every link this actor has had, so answers for a lost link
+    /// still release flow-control slots.
     answers_tx: mpsc::UnboundedSender<Answer>,
-    answers: Rc<RefCell<mpsc::UnboundedReceiver<Answer>>>,
-    link_gen: u64,
-    /// Lost links whose in-flight messages still hold flow-control slots, by generation.
-    lost_links: HashMap<u64, LinkId>,
-    /// Handler futures; they outlive restarts (see `handling`).
-    handling: Rc<RefCell<Handling>>,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    lost_links: HashMap<LinkId, LostLink>,
+    /// Handler futures, driven by [`driver::Background`].
+    handling: Handling,
+    /// Whether [`driver::Background`] is spawned.
+    background: bool,
     failures: Option<Rc<FailureReporter>>,
+    /// Handler time and give-ups of a consuming connection.
+    #[cfg(feature = "metrics")]
+    metrics: Option<Rc<crate::metrics::HandlerMetrics>>,
+    /// How often `started()` ran: once, unless something genuinely stopped the actor.
+    #[cfg(test)]
+    starts: u32,
 }
 
 /// How to start a connection.
@@ -133,44 +190,57 @@ pub(crate) struct ConnectionParams {
     pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) subscription: Option<Subscription>,
     pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    /// The owner's listeners: per-message events, heartbeats, responses, handshake results.
+    pub(crate) tap: Option<Rc<dyn Tap>>,
     pub(crate) counters: Arc<ConnCounters>,
+    /// Every log line of the actor is inside it (consumer name, topic, channel, nsqd).
+    pub(crate) span: tracing::Span,
 }
 
 impl NsqdConnection {
     /// Starts the actor under a `Supervisor` in the current arbiter.
     pub(crate) fn start(params: ConnectionParams) -> actix::Addr<Self> {
-        Supervisor::start(move |_| Self::new(params))
+        let span = params.span.clone();
+        crate::runtime::start_supervised_in(span, move |_| Self::new(params))
     }
 
     fn new(params: ConnectionParams) -> Self {
         let reconnect = ReconnectBackoff::new(params.config.reconnect.clone());
         let (answers_tx, answers) = mpsc::unbounded_channel();
-        let failures = params.events.clone().map(|events| {
+        let failures = (params.events.is_some() || params.tap.is_some()).then(|| {
             Rc::new(FailureReporter {
                 id: params.id,
                 addr: params.addr.clone(),
-                events,
+                events: params.events.clone(),
+                tap: params.tap.clone(),
             })
         });
         Self {
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::HandlerMetrics::for_connection(
+                params.subscription.as_ref(),
+                &params.addr,
+            ),
             id: params.id,
             addr: params.addr,
             config: params.config,
             subscription: params.subscription,
             events: params.events,
+            tap: params.tap,
             phase: Phase::Connecting,
             link: None,
             waiters: VecDeque::new(),
             reconnect,
-            next_delay: Duration::ZERO,
             closing: None,
             counters: params.counters,
             answers_tx,
-            answers: Rc::new(RefCell::new(answers)),
-            link_gen: 0,
+            answers,
             lost_links: HashMap::new(),
-            handling: Rc::default(),
+            handling: Handling::default(),
+            background: false,
             failures,
+            #[cfg(test)]
+            starts: 0,
         }
     }
 
@@ -178,6 +248,18 @@ impl NsqdConnection {
         if let Some(events) = &self.events {
             events.do_send(event);
         }
+    }
+
+    /// Sends a connection event straight to the listeners, built only if anyone listens.
+    fn tap_connection(&self, event: impl FnOnce() -> ConnectionEvent) {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.wants_any()) {
+            tap.connection(event());
+        }
+    }
+
+    /// Whether `link` is the current link (a driver stops once its link is not).
+    fn is_current(&self, link: LinkId) -> bool {
+        self.link.as_ref().is_some_and(|l| l.id == link)
     }
 
     fn write(&mut self, command: &Command, ctx: &mut Context<Self>) -> Result<(), Error> {
@@ -205,9 +287,18 @@ impl NsqdConnection {
             return; // never a duplicate RDY (go-nsq#282)
         }
         link.rdy = count;
+        link.rdy_ceiling = link.rdy_ceiling.max(count);
         self.counters.rdy.store(count, Relaxed);
         tracing::debug!(nsqd = %self.addr, conn = self.id, rdy = count, "RDY");
         let _ = self.write(&Command::Rdy(count), ctx);
+    }
+
+    /// Spawns the background driver unless it runs already.
+    fn ensure_background(&mut self, ctx: &mut Context<Self>) {
+        if !self.background {
+            self.background = true;
+            ctx.spawn(driver::Background);
+        }
     }
 }
 
@@ -215,53 +306,67 @@ impl Actor for NsqdConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(DriveHandlers(self.handling.clone()));
-        let answers = self.answers.clone();
-        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
-            answers.borrow_mut().poll_recv(cx)
-        }));
+        #[cfg(test)]
+        {
+            self.starts += 1;
+        }
         match self.phase {
             Phase::Connecting => {
-                let delay = std::mem::take(&mut self.next_delay);
-                if delay.is_zero() {
-                    self.connect(ctx);
-                } else {
-                    ctx.run_later(delay, |act, ctx| act.connect(ctx));
-                }
+                self.ensure_background(ctx);
+                self.connect(ctx);
             }
+            // Restarted after a close: stay down, end with the last address.
             Phase::Connected | Phase::Closing | Phase::Closed | Phase::GaveUp => {}
         }
     }
 }
 
 impl Supervised for NsqdConnection {
+    /// Only a close stops the actor (a lost link does not), but whatever stopped it, the
+    /// context's futures and timers are gone: the link with them, so it is released; lost links
+    /// get their release timers back; the background driver is spawned again by `started()`.
     fn restarting(&mut self, ctx: &mut Self::Context) {
-        // The old context's streams and futures are gone; so is everything tied to the link.
+        self.background = false;
         if let Some(link) = self.link.take() {
-            self.release_link(&link, ctx);
+            self.release_link(link, ctx);
+        }
+        let now = Instant::now();
+        let lost: Vec<(LinkId, u32, Instant)> = self
+            .lost_links
+            .iter()
+            .map(|(id, lost)| (*id, lost.in_flight, lost.forget_at))
+            .collect();
+        for (id, in_flight, forget_at) in lost {
+            self.arm_forget(id, in_flight, forget_at.saturating_duration_since(now), ctx);
+        }
+        if let Some(closing) = self.closing.take() {
+            for done in closing.done {
+                let _ = done.send(closing.abandoned);
+            }
+        }
+        if matches!(self.phase, Phase::Connected | Phase::Closing) {
+            self.phase = Phase::Connecting;
         }
         self.counters.connected.store(false, Relaxed);
         self.counters.rdy.store(0, Relaxed);
         self.counters.in_flight.store(0, Relaxed);
-        self.fail_waiters(&Error::Disconnected);
-    }
-}
-
-impl WriterOwner for NsqdConnection {
-    fn write_failed(&mut self, error: std::io::Error, ctx: &mut Self::Context) {
-        self.drop_link(error.into(), ctx);
-    }
-
-    fn write_closed(&mut self, ctx: &mut Self::Context) {
-        self.closed(ctx);
+        self.fail_waiters(&Error::NotConnected);
     }
 }
 
 impl Handler<SetRdy> for NsqdConnection {
     type Result = ();
 
-    fn handle(&mut self, SetRdy { link, count }: SetRdy, ctx: &mut Self::Context) {
-        if self.link.as_ref().and_then(|l| l.flow_link) == Some(link) {
+    fn handle(&mut self, SetRdy { link }: SetRdy, ctx: &mut Self::Context) {
+        if !self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.in_flow && l.id == link)
+        {
+            return;
+        }
+        let due = self.subscription.as_ref().map(|s| s.flow.clone());
+        if let Some(count) = due.and_then(|flow| flow.rdy_due(link)) {
             self.set_rdy(count, ctx);
         }
     }
@@ -300,24 +405,6 @@ impl Handler<Ping> for NsqdConnection {
             Phase::Connected => self.write(&Command::Nop, ctx),
             Phase::Closing | Phase::Closed => Err(Error::Stopped),
             Phase::Connecting | Phase::GaveUp => Err(Error::NotConnected),
-        }
-    }
-}
-
-/// A lost link's `msg_timeout` has passed: nsqd has requeued whatever it still had in flight,
-/// so its flow-control slots are released even if its handlers never answer.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-struct ForgetLink(u64);
-
-impl Handler<ForgetLink> for NsqdConnection {
-    type Result = ();
-
-    fn handle(&mut self, ForgetLink(gen): ForgetLink, _: &mut Self::Context) {
-        if let (Some(flow_link), Some(subscription)) =
-            (self.lost_links.remove(&gen), &self.subscription)
-        {
-            subscription.flow.disconnected(flow_link);
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     delivery::{Action, DeliveryId, Meta, Respond},
     error::Error,
     protocol::MessageId,
+    rdy::LinkId,
 };
 
 /// An answer travelling from a delivery to its connection.
@@ -26,7 +27,7 @@ pub(crate) struct Answer {
     pub(crate) action: Action,
     pub(crate) attempts: u32,
     /// The link that delivered the message.
-    pub(crate) gen: u64,
+    pub(crate) link: LinkId,
 }
 
 /// One link's way back. All links of a connection share the channel (unbounded is safe:
@@ -34,16 +35,20 @@ pub(crate) struct Answer {
 pub(crate) struct NsqResponder {
     tx: mpsc::UnboundedSender<Answer>,
     addr: Arc<str>,
-    gen: u64,
+    link: LinkId,
     alive: AtomicBool,
 }
 
 impl NsqResponder {
-    pub(crate) fn new(tx: mpsc::UnboundedSender<Answer>, addr: Arc<str>, gen: u64) -> Arc<Self> {
+    pub(crate) fn new(
+        tx: mpsc::UnboundedSender<Answer>,
+        addr: Arc<str>,
+        link: LinkId,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tx,
             addr,
-            gen,
+            link,
             alive: AtomicBool::new(true),
         })
     }
@@ -66,7 +71,7 @@ impl Respond for NsqResponder {
             id,
             action,
             attempts: meta.attempts,
-            gen: self.gen,
+            link: self.link,
         };
         if self.alive.load(Ordering::Acquire) {
             return self.tx.send(answer).map_err(|_| lost());

@@ -3,13 +3,13 @@
 
 use std::{rc::Rc, time::Duration};
 
-use actix::Addr;
+use actix::Recipient;
 
-use super::NsqdConnection;
+use super::SetRdy;
 use crate::{
-    handler::{GiveUpHook, HandlerSink},
+    handler::{GiveUpHook, HandlerSink, Hooks},
     protocol::{Channel, Topic},
-    rdy::Outcome,
+    rdy::{LinkId, Outcome},
 };
 
 /// The consumer's flow control, called synchronously by its connections. A consumer's
@@ -18,24 +18,25 @@ use crate::{
 /// frees a slot (nsq#404; otherwise nsqd may push a message into the gap after backoff began),
 /// and no message per delivery travels to another actor.
 pub(crate) trait Flow {
-    /// A link finished SUB. Returns the id the policy knows this link by, and the RDY to send
-    /// on it now. Every later call for this link uses that id.
-    fn connected(&self, conn: Addr<NsqdConnection>, max_rdy: u32) -> (LinkId, Option<u32>);
+    /// Link `link` finished SUB; `conn` takes the RDY changes the policy makes for it later.
+    /// Returns the RDY to send on it now.
+    fn connected(&self, link: LinkId, conn: Recipient<SetRdy>, max_rdy: u32) -> Option<u32>;
     /// The link is gone, with its RDY and its in-flight messages.
     fn disconnected(&self, link: LinkId);
     /// The link is gone but its handlers still work on what it delivered: its in-flight
     /// messages keep their slots until each is `done` (or `disconnected` is called).
     fn lost(&self, link: LinkId);
+    /// A [`SetRdy`] reached link `link`: returns the RDY to write on it now (the latest the
+    /// policy decided), which the policy counts as written from here on. Slots a lower gives
+    /// up are handed to other links only after this, so the RDY on the wire never adds up
+    /// past `max_in_flight` while it moves between links.
+    fn rdy_due(&self, link: LinkId) -> Option<u32>;
     /// A message arrived; returns a new RDY for this link, if it changes.
     fn received(&self, link: LinkId) -> Option<u32>;
     /// A message was answered; called before the FIN/REQ is written. Returns a new RDY for
     /// this link, if it changes, to be written first.
     fn done(&self, link: LinkId, outcome: Outcome) -> Option<u32>;
 }
-
-/// Identifies one link (one successful handshake) to the flow policy. A fresh id per link means
-/// a `SetRdy` meant for a link that has since died cannot land on its successor.
-pub(crate) type LinkId = u64;
 
 /// The consumer side of a connection.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub(crate) struct Subscription {
     pub(crate) channel: Channel,
     pub(crate) handler: HandlerSink,
     pub(crate) give_up: GiveUpHook,
+    /// Preprocess and validate, run before the handler.
+    pub(crate) hooks: Hooks,
     /// Deliveries past this many attempts go to the give-up hook (0 = never).
     pub(crate) max_attempts: u32,
     pub(crate) default_requeue_delay: Duration,

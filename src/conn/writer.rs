@@ -1,8 +1,8 @@
 //! The connection's write path.
 //!
-//! Commands are encoded into one buffer as the actor handles events; a future spawned in the
-//! actor's context writes the whole buffer and flushes as soon as it is woken, which is after
-//! the actor's current turn. So every command queued in the same turn leaves in one write, and
+//! Commands are encoded into one buffer as the actor handles events; the link's driver (see
+//! `driver`) writes the whole buffer and flushes right after it has read frames and drained
+//! answers, which is after the actor's current turn. So every command queued in the same turn leaves in one write, and
 //! nothing waits for a timer: go-nsq flushes after every command (a syscall per FIN), tokio-nsq
 //! flushes on a 250 ms timer (4 round trips a second when a caller awaits each one).
 //!
@@ -17,7 +17,6 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use actix::{Actor, ActorFuture, AsyncContext};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio_util::codec::Encoder;
@@ -27,45 +26,32 @@ use crate::{
     protocol::{Command, NsqCodec},
 };
 
-/// Callbacks from the writer into the actor that owns it.
-pub(crate) trait WriterOwner: Actor {
-    /// The socket failed: the link must be dropped.
-    fn write_failed(&mut self, error: io::Error, ctx: &mut Self::Context);
-    /// Everything was written and the write side shut down after `close()`.
-    fn write_closed(&mut self, ctx: &mut Self::Context);
-}
-
 struct Shared {
     buf: BytesMut,
     waker: Option<Waker>,
     closing: bool,
 }
 
-/// Encodes commands into a buffer that a spawned future drains.
+/// Encodes commands into a buffer that the link's [`WriteHalf`] drains.
 pub(crate) struct Writer {
     shared: Rc<RefCell<Shared>>,
     codec: NsqCodec,
 }
 
 impl Writer {
-    /// Starts the write future for `io` in `ctx`.
-    pub(crate) fn start<A, W>(io: W, codec: NsqCodec, ctx: &mut A::Context) -> Self
-    where
-        A: WriterOwner,
-        A::Context: AsyncContext<A>,
-        W: AsyncWrite + Unpin + 'static,
-    {
+    /// A writer for `io`; the caller polls the returned [`WriteHalf`] from the link's driver.
+    pub(crate) fn new<W: AsyncWrite + Unpin>(io: W, codec: NsqCodec) -> (Self, WriteHalf<W>) {
         let shared = Rc::new(RefCell::new(Shared {
             buf: BytesMut::with_capacity(8 * 1024),
             waker: None,
             closing: false,
         }));
-        ctx.spawn(WriteFuture {
+        let half = WriteHalf {
             shared: shared.clone(),
             io,
             shut_down: false,
-        });
-        Self { shared, codec }
+        };
+        (Self { shared, codec }, half)
     }
 
     /// Queues a command. Fails, writing nothing, for a publish over the server's limits.
@@ -81,8 +67,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes what is buffered, then shuts the write side down and calls
-    /// [`WriterOwner::write_closed`].
+    /// Writes what is buffered, then shuts the write side down; the [`WriteHalf`] then
+    /// reports [`Written::Closed`].
     pub(crate) fn close(&mut self) {
         let mut shared = self.shared.borrow_mut();
         shared.closing = true;
@@ -92,42 +78,32 @@ impl Writer {
     }
 }
 
-struct WriteFuture<W> {
+/// What a [`WriteHalf`] has done when it stops.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Everything was written and the write side shut down after [`Writer::close`].
+    Closed,
+    /// The socket failed: the link must be dropped.
+    Failed(io::Error),
+}
+
+/// The socket side of a [`Writer`].
+pub(crate) struct WriteHalf<W> {
     shared: Rc<RefCell<Shared>>,
     io: W,
     shut_down: bool,
 }
 
-impl<A, W> ActorFuture<A> for WriteFuture<W>
-where
-    A: WriterOwner,
-    A::Context: AsyncContext<A>,
-    W: AsyncWrite + Unpin + 'static,
-{
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut A,
-        ctx: &mut A::Context,
-        task: &mut Context<'_>,
-    ) -> Poll<()> {
-        let this = self.get_mut();
-        let mut shared = this.shared.borrow_mut();
+impl<W: AsyncWrite + Unpin> WriteHalf<W> {
+    /// Writes and flushes whatever is buffered; `Ready` once closed or failed.
+    pub(crate) fn poll_write(&mut self, task: &mut Context<'_>) -> Poll<Written> {
+        let mut shared = self.shared.borrow_mut();
         let result = loop {
             while !shared.buf.is_empty() {
-                match Pin::new(&mut this.io).poll_write(task, &shared.buf) {
-                    Poll::Ready(Ok(0)) => {
-                        break;
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        shared.buf.advance(n);
-                    }
-                    Poll::Ready(Err(e)) => {
-                        drop(shared);
-                        act.write_failed(e, ctx);
-                        return Poll::Ready(());
-                    }
+                match Pin::new(&mut self.io).poll_write(task, &shared.buf) {
+                    Poll::Ready(Ok(0)) => break,
+                    Poll::Ready(Ok(n)) => shared.buf.advance(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Written::Failed(e)),
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -138,14 +114,14 @@ where
                 ));
             }
             // Everything queued is written: flush now (TLS and compression layers buffer).
-            match Pin::new(&mut this.io).poll_flush(task) {
+            match Pin::new(&mut self.io).poll_flush(task) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => break Err(e),
                 Poll::Pending => return Poll::Pending,
             }
-            if shared.closing && !this.shut_down {
-                match Pin::new(&mut this.io).poll_shutdown(task) {
-                    Poll::Ready(_) => this.shut_down = true,
+            if shared.closing && !self.shut_down {
+                match Pin::new(&mut self.io).poll_shutdown(task) {
+                    Poll::Ready(_) => self.shut_down = true,
                     Poll::Pending => return Poll::Pending,
                 }
                 break Ok(true);
@@ -155,22 +131,14 @@ where
             }
         };
         match result {
-            Ok(true) => {
-                drop(shared);
-                act.write_closed(ctx);
-                Poll::Ready(())
-            }
+            Ok(true) => Poll::Ready(Written::Closed),
             Ok(false) => {
                 shared.waker = Some(task.waker().clone());
                 // Reclaim the buffer's space once it has been drained.
                 shared.buf.clear();
                 Poll::Pending
             }
-            Err(e) => {
-                drop(shared);
-                act.write_failed(e, ctx);
-                Poll::Ready(())
-            }
+            Err(e) => Poll::Ready(Written::Failed(e)),
         }
     }
 }

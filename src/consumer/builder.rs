@@ -1,15 +1,20 @@
 //! Configuration of a [`Consumer`](super::Consumer).
 
-use std::{fmt, future::Future, time::Duration};
+mod extras;
 
-use actix::{Actor, ArbiterHandle, Context, Handler, Recipient};
+use std::{fmt, sync::Arc, time::Duration};
 
-use super::{events::ConsumerEvent, Consumer};
+use bytes::Bytes;
+
+use actix::Recipient;
+
+use super::{events::ConsumerEvent, flow_settings::FlowSettings, Consumer};
 use crate::{
     conn::{validate_addr, ConnectionConfig},
-    delivery::{Delivery, HandlerResult},
+    delivery::Delivery,
     error::Error,
-    handler::{BlockingHandler, GiveUp, GiveUpHook, HandlerSink, Handlers, RestartBudget},
+    events::Interest,
+    handler::{GiveUpHook, HandlerSink, Handlers, Hooks},
     protocol::{Channel, Topic},
     rdy::{BackoffStrategy, FlowControl},
 };
@@ -17,12 +22,15 @@ use crate::{
 /// Builds a [`Consumer`]. Settings are named after go-nsq's `Config` options, with the same
 /// defaults and ranges, except where the docs of a setting say otherwise and why.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ConsumerBuilder {
     pub(crate) topic: String,
     pub(crate) channel: String,
     pub(crate) nsqd: Vec<String>,
     pub(crate) lookupd: Vec<String>,
+    /// The flow-control settings in effect: `flow_settings` merged.
     pub(crate) flow: FlowControl,
+    pub(crate) flow_settings: FlowSettings,
     pub(crate) connection: ConnectionConfig,
     pub(crate) handlers: Handlers,
     pub(crate) give_up: GiveUpHook,
@@ -33,8 +41,13 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd_poll_jitter: f64,
     pub(crate) lookupd_poll_timeout: Duration,
     pub(crate) lookupd_authorization: bool,
+    pub(crate) lookupd_authorization_over_http: bool,
     pub(crate) stop_timeout: Duration,
-    pub(crate) events: Option<Recipient<ConsumerEvent>>,
+    pub(crate) listeners: Vec<(Recipient<ConsumerEvent>, Interest)>,
+    pub(crate) hooks: Hooks,
+    /// The consumer's name in logs; `None`: `topic/channel`.
+    pub(crate) name: Option<String>,
+    pub(crate) max_nsqd_connections: u32,
 }
 
 impl ConsumerBuilder {
@@ -60,6 +73,7 @@ impl ConsumerBuilder {
             nsqd: Vec::new(),
             lookupd: Vec::new(),
             flow: FlowControl::new(),
+            flow_settings: FlowSettings::default(),
             connection: ConnectionConfig::new(),
             handlers: Handlers::default(),
             give_up: GiveUpHook::Log,
@@ -70,8 +84,12 @@ impl ConsumerBuilder {
             lookupd_poll_jitter: Self::DEFAULT_LOOKUPD_POLL_JITTER,
             lookupd_poll_timeout: Self::DEFAULT_LOOKUPD_POLL_TIMEOUT,
             lookupd_authorization: true,
+            lookupd_authorization_over_http: false,
             stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
-            events: None,
+            listeners: Vec::new(),
+            hooks: Hooks::default(),
+            name: None,
+            max_nsqd_connections: Self::DEFAULT_MAX_NSQD_CONNECTIONS,
         }
     }
 
@@ -89,125 +107,22 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Adds an actix actor you started that handles deliveries. Several actors share the work,
-    /// each delivery going to the next live one; their mailboxes are respected (a full mailbox
-    /// makes the connection wait, it never queues without bound).
-    ///
-    /// The consumer cannot restart an actor it did not start: if it stops or panics, the
-    /// deliveries it had not taken go to the other actors; when none is left the consumer
-    /// pauses (RDY 0, [`HandlerEvent::Unavailable`](crate::HandlerEvent::Unavailable)) and holds what it has, touching it, until
-    /// it stops. Prefer [`handler_actors`](Self::handler_actors), which restarts them.
-    pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
-        self.handlers.add_actor(recipient);
-        self
-    }
-
-    /// Starts `count` handler actors made by `factory` on the arbiter the consumer starts on,
-    /// and supervises them: one that stops or panics is replaced by a fresh one from the
-    /// factory ([`HandlerEvent::Restarted`](crate::HandlerEvent::Restarted)), within the restart budget
-    /// ([`handler_restarts`](Self::handler_restarts)).
-    ///
-    /// The message a handler was working on when it panicked counts as a failed attempt
-    /// (requeued with backoff); the ones still waiting in its mailbox go to a live actor and
-    /// count for nothing. While no actor is alive the consumer takes no messages (RDY 0).
-    ///
-    /// These actors share the thread of the consumer's connections: they must not block it
-    /// (see [`handler_actors_on`](Self::handler_actors_on) and
-    /// [`handler_blocking`](Self::handler_blocking)).
-    pub fn handler_actors<A, F>(mut self, count: usize, factory: F) -> Self
-    where
-        A: Actor<Context = Context<A>> + Handler<Delivery>,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.handlers.add_factory(None, count, factory);
-        self
-    }
-
-    /// As [`handler_actors`](Self::handler_actors), started (and restarted) on `arbiter`: their
-    /// work then runs on that arbiter's thread, away from the connections.
-    pub fn handler_actors_on<A, F>(
-        mut self,
-        arbiter: ArbiterHandle,
-        count: usize,
-        factory: F,
-    ) -> Self
-    where
-        A: Actor<Context = Context<A>> + Handler<Delivery>,
-        F: Fn() -> A + Send + Sync + 'static,
-    {
-        self.handlers.add_factory(Some(arbiter), count, factory);
-        self
-    }
-
-    /// Handles deliveries with blocking code on `threads` threads of their own, each with a
-    /// handler made by `factory` (a closure `FnMut(Delivery) -> HandlerResult` is one). The
-    /// home for blocking I/O and heavy CPU work: the connections' heartbeats, RDY and FIN go on
-    /// while the handlers block. A panic is caught: the message is requeued with backoff and
-    /// that thread's handler is replaced by a fresh one ([`HandlerEvent::Restarted`](crate::HandlerEvent::Restarted)).
-    ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), actix_nsq::Error> {
-    /// use actix_nsq::{Consumer, Delivery};
-    ///
-    /// let consumer = Consumer::builder("events", "archiver")
-    ///     .nsqd("127.0.0.1:4150")
-    ///     .handler_blocking(4, || {
-    ///         |delivery: Delivery| {
-    ///             std::fs::write("/tmp/last", delivery.body())?; // blocking is fine here
-    ///             Ok(())
-    ///         }
-    ///     })
-    ///     .start()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn handler_blocking<H, F>(mut self, threads: usize, factory: F) -> Self
-    where
-        H: BlockingHandler,
-        F: Fn() -> H + Send + Sync + 'static,
-    {
-        self.handlers.set_blocking(threads, factory);
-        self
-    }
-
-    /// The restart budget of supervised handler actors: at most `max_restarts` restarts of one
-    /// actor within `within` (default 10 within 60 s). Past it, that actor is restarted again
-    /// once the oldest restart leaves the window ([`HandlerEvent::RestartBudgetExhausted`](crate::HandlerEvent::RestartBudgetExhausted)).
-    pub fn handler_restarts(mut self, max_restarts: u32, within: Duration) -> Self {
-        self.handlers.budget = RestartBudget {
-            max_restarts,
-            within,
-        };
-        self
-    }
-
-    /// Handles deliveries with an async closure (replaces any earlier closure). It runs on the
-    /// consumer's thread and must not block (await instead, or use
-    /// [`handler_blocking`](Self::handler_blocking)). A panic in it is caught: the message is
-    /// requeued with backoff.
-    pub fn handler_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.handlers.set_closure(f);
-        self
-    }
-
-    /// Where messages past `max_attempts` go: an actor answering [`GiveUp`] (`Ok` finishes the
-    /// message, `Err` requeues it). Without a hook they are logged and finished.
-    pub fn give_up(mut self, recipient: Recipient<GiveUp>) -> Self {
-        self.give_up = GiveUpHook::Recipient(recipient);
-        self
-    }
-
-    /// As [`give_up`](Self::give_up), with an async closure.
-    pub fn give_up_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.give_up = GiveUpHook::closure(f);
-        self
+    crate::handler_setters::handler_setters! {
+        /// ```no_run
+        /// # fn demo() -> Result<(), actix_nsq::Error> {
+        /// use actix_nsq::{Consumer, Delivery};
+        ///
+        /// let consumer = Consumer::builder("events", "archiver")
+        ///     .nsqd("127.0.0.1:4150")
+        ///     .handler_blocking(4, || {
+        ///         |delivery: Delivery| {
+        ///             std::fs::write("/tmp/last", delivery.body())?; // blocking is fine here
+        ///             Ok(())
+        ///         }
+        ///     })
+        ///     .start()?;
+        /// # Ok(()) }
+        /// ```
     }
 
     /// go-nsq `max_attempts` (default 5, 0 = unlimited, at most 65535).
@@ -232,31 +147,64 @@ impl ConsumerBuilder {
     /// The most messages in flight at once over all connections (go-nsq `max_in_flight`,
     /// default 1). 0 starts paused.
     pub fn max_in_flight(mut self, n: u32) -> Self {
-        self.flow.max_in_flight = n;
+        self.flow_settings.max_in_flight = Some(n);
+        self.flow = self.flow_settings.effective();
         self
     }
 
-    /// All flow-control settings at once (RDY rotation and backoff).
+    /// All flow-control settings at once (RDY rotation and backoff). Settings also given on
+    /// their own ([`max_in_flight`](Self::max_in_flight),
+    /// [`low_rdy_idle_timeout`](Self::low_rdy_idle_timeout), ...) win over these, whether
+    /// given before or after; given both ways with different values, neither of them the
+    /// default, they are a contradiction that [`validate`](Self::validate) reports as
+    /// [`Error::Config`] naming the setting.
     pub fn flow_control(mut self, flow: FlowControl) -> Self {
-        self.flow = flow;
+        self.flow_settings.bulk = Some(flow);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// How often RDY is rotated when connections outnumber `max_in_flight`; see
+    /// [`FlowControl::rdy_redistribute_interval`] (default 50 ms).
+    pub fn rdy_redistribute_interval(mut self, interval: Duration) -> Self {
+        self.flow_settings.rdy_redistribute_interval = Some(interval);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// go-nsq `low_rdy_idle_timeout`; see [`FlowControl::low_rdy_idle_timeout`] (default
+    /// 250 ms).
+    pub fn low_rdy_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.flow_settings.low_rdy_idle_timeout = Some(timeout);
+        self.flow = self.flow_settings.effective();
+        self
+    }
+
+    /// go-nsq `low_rdy_timeout`; see [`FlowControl::low_rdy_timeout`] (default 500 ms).
+    pub fn low_rdy_timeout(mut self, timeout: Duration) -> Self {
+        self.flow_settings.low_rdy_timeout = Some(timeout);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `backoff_strategy` (default exponential).
     pub fn backoff_strategy(mut self, strategy: BackoffStrategy) -> Self {
-        self.flow.backoff_strategy = strategy;
+        self.flow_settings.backoff_strategy = Some(strategy);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `backoff_multiplier` (default 1 s).
     pub fn backoff_multiplier(mut self, multiplier: Duration) -> Self {
-        self.flow.backoff_multiplier = multiplier;
+        self.flow_settings.backoff_multiplier = Some(multiplier);
+        self.flow = self.flow_settings.effective();
         self
     }
 
     /// go-nsq `max_backoff_duration` (default 2 min; 0 disables backoff).
     pub fn max_backoff_duration(mut self, max: Duration) -> Self {
-        self.flow.max_backoff_duration = max;
+        self.flow_settings.max_backoff_duration = Some(max);
+        self.flow = self.flow_settings.effective();
         self
     }
 
@@ -286,9 +234,19 @@ impl ConsumerBuilder {
     }
 
     /// Send `Authorization: Bearer <auth_secret>` to nsqlookupd when an AUTH secret is set
-    /// (go-nsq's oddly named `skip_lookupd_authorization`, default true).
+    /// (go-nsq's oddly named `skip_lookupd_authorization`, default true). Only to `https://`
+    /// nsqlookupd unless [`lookupd_authorization_over_http`](Self::lookupd_authorization_over_http)
+    /// says otherwise.
     pub fn lookupd_authorization(mut self, enabled: bool) -> Self {
         self.lookupd_authorization = enabled;
+        self
+    }
+
+    /// Also send the AUTH secret to nsqlookupd over plain `http://` (default false: anyone on
+    /// the path could read it and use it against nsqd). go-nsq sends it whatever the scheme;
+    /// opt in only where the network is trusted, e.g. loopback or a private link.
+    pub fn lookupd_authorization_over_http(mut self, enabled: bool) -> Self {
+        self.lookupd_authorization_over_http = enabled;
         self
     }
 
@@ -298,9 +256,74 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Receives the consumer's events.
+    /// Adds a listener of the consumer's lifecycle events: connections (including heartbeats,
+    /// responses, identify and AUTH results), handlers, backoff, discovery, and the consumer's
+    /// own [`Stopped`](ConsumerEvent::Stopped). Call it again for more listeners; add and
+    /// remove them later with [`Consumer::subscribe`](super::Consumer::subscribe).
     pub fn events(mut self, recipient: Recipient<ConsumerEvent>) -> Self {
-        self.events = Some(recipient);
+        self.listeners.push((recipient, Interest::Lifecycle));
+        self
+    }
+
+    /// As [`events`](Self::events), plus a [`ConsumerEvent::Message`] for every message
+    /// (received, finished, requeued, touched, giving up, handler failed, rejected). These
+    /// are built only while such a listener exists: without one they cost nothing.
+    pub fn message_events(mut self, recipient: Recipient<ConsumerEvent>) -> Self {
+        self.listeners.push((recipient, Interest::Messages));
+        self
+    }
+
+    /// The consumer's name in logs (pynsq/gnsq `name`; default `topic/channel`). Every log
+    /// line of its actors (connections with their handler dispatch, coordinator, discoverer)
+    /// is inside a tracing span with `consumer`, `topic` and `channel` fields, and `nsqd` for
+    /// a connection's.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The name [`name`](Self::name) set, or `topic/channel`.
+    pub(crate) fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.topic, self.channel))
+    }
+
+    /// Transforms each message body before the handler sees it (pynsq `preprocess_method`):
+    /// decompress, decrypt, strip an envelope. Runs on the connection's thread, so keep it
+    /// quick. Applies to every handler kind; messages past `max_attempts` go to the give-up
+    /// hook untransformed. A panic in it is caught and rejects the message as
+    /// [`validate_with`](Self::validate_with) would.
+    pub fn preprocess<F>(mut self, f: F) -> Self
+    where
+        F: Fn(Bytes) -> Bytes + Send + Sync + 'static,
+    {
+        self.hooks.preprocess = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks each message (after [`preprocess`](Self::preprocess)) before the handler
+    /// (pynsq `validate_method`; named so as not to clash with [`validate`](Self::validate),
+    /// which checks the settings). `Err(reason)` rejects it: the handler does not see it, it is
+    /// finished (or, with [`give_up_rejected`](Self::give_up_rejected), handed to the give-up
+    /// hook), and a [`MessageEvent::Rejected`](crate::MessageEvent::Rejected) says why.
+    /// Applies to every handler kind.
+    pub fn validate_with<F, E>(mut self, f: F) -> Self
+    where
+        F: Fn(&Delivery) -> Result<(), E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.hooks.validate = Some(Arc::new(move |d: &Delivery| {
+            f(d).map_err(|e| e.to_string())
+        }));
+        self
+    }
+
+    /// Send messages [`validate_with`](Self::validate_with) rejects to the give-up hook
+    /// ([`give_up`](Self::give_up)) instead of finishing them (default false). The hook's
+    /// answer decides: `Ok` finishes, `Err` requeues.
+    pub fn give_up_rejected(mut self, enabled: bool) -> Self {
+        self.hooks.give_up_rejected = enabled;
         self
     }
 
@@ -369,8 +392,11 @@ impl ConsumerBuilder {
                 "nsqd refuses SUB with heartbeats disabled",
             ));
         }
+        self.validate_discovery_limits()?;
+        self.flow_settings.conflict()?;
         self.flow.validate()?;
         self.connection.validate()?;
+        self.validate_extras()?;
         Ok((topic, channel))
     }
 
@@ -378,13 +404,11 @@ impl ConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`] outside a running actix
+    /// `System` (actors need one).
     pub fn start(self) -> Result<Consumer, Error> {
         let (topic, channel) = self.validate()?;
+        crate::runtime::ensure_actix_system("a Consumer")?;
         // Start the handler actors or threads now, so that a failure is an error here.
         self.handlers.sink()?;
         Ok(Consumer::start(self, topic, channel))
@@ -394,6 +418,39 @@ impl ConsumerBuilder {
     pub(crate) fn handler_sink(&self) -> HandlerSink {
         self.handlers.started()
     }
+
+    /// Used by the shared `give_up`/`give_up_fn` setters.
+    fn set_give_up(&mut self, hook: GiveUpHook) {
+        self.give_up = hook;
+    }
+}
+
+/// Discovery limits.
+impl ConsumerBuilder {
+    /// 100 connections: well above the nsqd count of a topic in typical clusters (tens), and
+    /// a bounded cost when nsqlookupd lists far more (each connection is an actor, a socket,
+    /// a 64 KiB read buffer; 100 stay far from the common 1024 file descriptor limit). Past
+    /// `max_in_flight` connections, RDY rotates among them anyway (go-nsq has no limit).
+    pub const DEFAULT_MAX_NSQD_CONNECTIONS: u32 = 100;
+
+    /// At most this many nsqd connections (1..=10 000). nsqd that nsqlookupd lists beyond it
+    /// get no connection (a random choice of the listed ones does), and a
+    /// [`ConsumerEvent::ConnectionLimitReached`] says so. Addresses given with
+    /// [`nsqd`](Self::nsqd) always get their connection, and count toward the limit.
+    pub fn max_nsqd_connections(mut self, n: u32) -> Self {
+        self.max_nsqd_connections = n;
+        self
+    }
+
+    fn validate_discovery_limits(&self) -> Result<(), Error> {
+        if !(1..=10_000).contains(&self.max_nsqd_connections) {
+            return Err(Error::config(
+                "max_nsqd_connections",
+                "must be within 1..=10000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for ConsumerBuilder {
@@ -402,7 +459,14 @@ impl fmt::Debug for ConsumerBuilder {
             .field("topic", &self.topic)
             .field("channel", &self.channel)
             .field("nsqd", &self.nsqd)
-            .field("lookupd", &self.lookupd)
+            .field(
+                "lookupd",
+                &self
+                    .lookupd
+                    .iter()
+                    .map(|a| crate::http::redact_credentials(a))
+                    .collect::<Vec<_>>(),
+            )
             .field("flow", &self.flow)
             .field("connection", &self.connection)
             .field("handler_actors", &self.handlers.actor_count())
@@ -413,7 +477,17 @@ impl fmt::Debug for ConsumerBuilder {
             .field("lookupd_poll_interval", &self.lookupd_poll_interval)
             .field("lookupd_poll_jitter", &self.lookupd_poll_jitter)
             .field("lookupd_poll_timeout", &self.lookupd_poll_timeout)
+            .field("lookupd_authorization", &self.lookupd_authorization)
+            .field(
+                "lookupd_authorization_over_http",
+                &self.lookupd_authorization_over_http,
+            )
             .field("stop_timeout", &self.stop_timeout)
+            .field("name", &self.name)
+            .field("listeners", &self.listeners.len())
+            .field("preprocess", &self.hooks.preprocess.is_some())
+            .field("validate_with", &self.hooks.validate.is_some())
+            .field("give_up_rejected", &self.hooks.give_up_rejected)
             .finish()
     }
 }

@@ -1,6 +1,8 @@
-//! The consumer's flow-control core: the pure RDY policy plus the addresses of the links it
+//! The consumer's flow-control core: the pure RDY policy plus the recipients of the links it
 //! steers. Shared (`Rc`) by the consumer actor and its connections, which all run on one
-//! arbiter thread; see [`Flow`](crate::conn::Flow) for why connections call it directly.
+//! arbiter thread; see [`Flow`](crate::conn::Flow) for why connections call it directly. It
+//! knows connections only as `Recipient<SetRdy>` and the consumer only as
+//! `Recipient<FlowNotice>`, so anything can stand in for either.
 
 use std::{
     cell::{Cell, RefCell},
@@ -12,13 +14,13 @@ use std::{
     time::Instant,
 };
 
-use actix::{Addr, WeakAddr};
+use actix::{Recipient, WeakRecipient};
 use rand::{rngs::SmallRng, SeedableRng};
 
-use super::{actor::ConsumerActor, events::FlowNotice};
+use super::events::FlowNotice;
 use crate::{
-    conn::{Flow, LinkId, NsqdConnection, SetRdy},
-    rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy},
+    conn::{Flow, SetRdy},
+    rdy::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy},
 };
 
 /// What the flow core publishes for [`Consumer::stats`](super::Consumer::stats), readable from
@@ -35,17 +37,16 @@ pub(crate) struct FlowState {
 pub(crate) struct FlowCore {
     policy: RefCell<RdyPolicy>,
     state: Arc<FlowState>,
-    links: RefCell<HashMap<LinkId, WeakAddr<NsqdConnection>>>,
-    next_link: Cell<LinkId>,
+    links: RefCell<HashMap<LinkId, WeakRecipient<SetRdy>>>,
     rng: RefCell<SmallRng>,
-    consumer: WeakAddr<ConsumerActor>,
+    consumer: WeakRecipient<FlowNotice>,
     backoff_level: Cell<u32>,
 }
 
 impl FlowCore {
     pub(crate) fn new(
         flow: &FlowControl,
-        consumer: WeakAddr<ConsumerActor>,
+        consumer: WeakRecipient<FlowNotice>,
         state: Arc<FlowState>,
     ) -> Self {
         state.max_in_flight.store(flow.max_in_flight, Relaxed);
@@ -53,7 +54,6 @@ impl FlowCore {
             policy: RefCell::new(RdyPolicy::new(flow)),
             state,
             links: RefCell::default(),
-            next_link: Cell::new(1),
             rng: RefCell::new(SmallRng::from_rng(&mut rand::rng())),
             consumer,
             backoff_level: Cell::new(0),
@@ -65,6 +65,16 @@ impl FlowCore {
             .policy
             .borrow_mut()
             .set_max_in_flight(max_in_flight, Instant::now());
+        self.apply(actions, None);
+    }
+
+    /// While `false`, RDY 0 on every link without touching `max_in_flight`; `true` restores
+    /// the normal distribution (see `RdyPolicy::set_handlers_available`).
+    pub(crate) fn set_handlers_available(&self, available: bool) {
+        let actions = self
+            .policy
+            .borrow_mut()
+            .set_handlers_available(available, Instant::now());
         self.apply(actions, None);
     }
 
@@ -89,18 +99,18 @@ impl FlowCore {
 
     /// Carries out the policy's actions; returns the RDY for the calling link, if any, for it
     /// to write itself (it is inside its own handler and must write before its FIN/REQ).
+    /// Other links are only told that their RDY changed: each asks for the count when it
+    /// handles the message ([`Flow::rdy_due`]), so it writes the latest decision, and the
+    /// policy learns when the change is on the wire.
     fn apply(&self, actions: Vec<RdyAction>, caller: Option<LinkId>) -> Option<u32> {
         let mut own = None;
         for action in actions {
             match action {
-                RdyAction::SendRdy { conn, count } if Some(conn.0) == caller => own = Some(count),
-                RdyAction::SendRdy { conn, count } => {
-                    let link = self.links.borrow().get(&conn.0).and_then(WeakAddr::upgrade);
-                    if let Some(addr) = link {
-                        addr.do_send(SetRdy {
-                            link: conn.0,
-                            count,
-                        });
+                RdyAction::SendRdy { conn, count } if Some(conn) == caller => own = Some(count),
+                RdyAction::SendRdy { conn, .. } => {
+                    let link = self.links.borrow().get(&conn).and_then(|l| l.upgrade());
+                    if let Some(recipient) = link {
+                        recipient.do_send(SetRdy { link: conn });
                     }
                 }
                 RdyAction::StartBackoffTimer(pause) => self.notify(FlowNotice::Timer(pause)),
@@ -139,37 +149,39 @@ impl FlowCore {
 }
 
 impl Flow for FlowCore {
-    fn connected(&self, conn: Addr<NsqdConnection>, max_rdy: u32) -> (LinkId, Option<u32>) {
-        let link = self.next_link.get();
-        self.next_link.set(link + 1);
+    fn connected(&self, link: LinkId, conn: Recipient<SetRdy>, max_rdy: u32) -> Option<u32> {
         self.links.borrow_mut().insert(link, conn.downgrade());
         let actions = self
             .policy
             .borrow_mut()
-            .connected(ConnId(link), max_rdy, Instant::now());
-        (link, self.apply(actions, Some(link)))
+            .connected(link, max_rdy, Instant::now());
+        self.apply(actions, Some(link))
     }
 
     fn disconnected(&self, link: LinkId) {
         self.links.borrow_mut().remove(&link);
-        let actions = self
-            .policy
-            .borrow_mut()
-            .disconnected(ConnId(link), Instant::now());
+        let actions = self.policy.borrow_mut().disconnected(link, Instant::now());
         self.apply(actions, None);
     }
 
     fn lost(&self, link: LinkId) {
         self.links.borrow_mut().remove(&link);
-        let actions = self.policy.borrow_mut().lost(ConnId(link), Instant::now());
+        let actions = self.policy.borrow_mut().lost(link, Instant::now());
         self.apply(actions, None);
+    }
+
+    fn rdy_due(&self, link: LinkId) -> Option<u32> {
+        let actions = self.policy.borrow_mut().written(link, Instant::now());
+        self.apply(actions, Some(link));
+        // The latest decision, whether or not this turn changed it again.
+        self.policy.borrow().decided_rdy(link)
     }
 
     fn received(&self, link: LinkId) -> Option<u32> {
         let actions = self
             .policy
             .borrow_mut()
-            .message_received(ConnId(link), Instant::now());
+            .message_received(link, Instant::now());
         if actions.is_empty() {
             return None; // the common case: inside the window, nothing changes
         }
@@ -181,7 +193,7 @@ impl Flow for FlowCore {
             let mut rng = self.rng.borrow_mut();
             self.policy
                 .borrow_mut()
-                .message_done(ConnId(link), outcome, Instant::now(), &mut *rng)
+                .message_done(link, outcome, Instant::now(), &mut *rng)
         };
         if actions.is_empty() && self.policy.borrow().backoff_level() == self.backoff_level.get() {
             return None; // the common case: nothing to send, backoff unchanged

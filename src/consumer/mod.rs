@@ -1,29 +1,40 @@
 //! [`Consumer`]: reads a topic through a channel from every nsqd that has it.
 //!
-//! The actor topology (see DESIGN.md): a coordinator actor owns one supervised
-//! [`NsqdConnection`](crate::conn) per nsqd, a [`LookupdDiscoverer`](crate::lookup) when
-//! nsqlookupd addresses are given, and the flow core (RDY policy and consumer-wide backoff),
-//! which the connections consult synchronously. Deliveries go straight from a connection to
-//! the handler actors (or closure), and answers straight back.
+//! The actor topology (see DESIGN.md): a coordinator actor, under a `Supervisor` and
+//! restartable without losing state, owns one supervised [`NsqdConnection`](crate::conn) per
+//! nsqd, a supervised [`LookupdDiscoverer`](crate::lookup) when nsqlookupd addresses are
+//! given, and the flow core (RDY policy and consumer-wide backoff), which the connections
+//! consult synchronously. The flow core reaches connections through `Recipient<SetRdy>` and
+//! the coordinator through a `Recipient<FlowNotice>`, never concrete addresses. Deliveries go
+//! straight from a connection to the handler actors (or closure), and answers straight back.
+//! Discovery is bounded: requeries are rate-limited, an nsqd that keeps failing is held back
+//! across rediscovery, and at most `max_nsqd_connections` connections are opened.
 
 mod actor;
 mod builder;
+mod discovery;
 mod events;
 mod flow;
+mod flow_settings;
 mod handlers;
 
 use std::{
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
-use actix::{Actor, Addr};
+use actix::Addr;
 
 pub use builder::ConsumerBuilder;
 pub use events::ConsumerEvent;
 
 use self::{
-    actor::{AddNsqd, ConsumerActor, SetMaxInFlight, SharedConns, Stop},
+    actor::{
+        AddNsqd, ConsumerActor, QueryLookupd, Redistribute, SetMaxInFlight, SharedConns, Stop,
+    },
     flow::FlowState,
 };
 use crate::{
@@ -58,6 +69,8 @@ pub struct Consumer {
     channel: Channel,
     stop_timeout: Duration,
     state: Arc<FlowState>,
+    /// Set when a stop completed.
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -99,6 +112,7 @@ impl Consumer {
         ConsumerBuilder::new(topic, channel)
     }
 
+    /// Starts the actors; the caller checked that an actix System runs.
     fn start(builder: ConsumerBuilder, topic: Topic, channel: Channel) -> Self {
         let conns: SharedConns = Arc::new(Mutex::new(Vec::new()));
         let stop_timeout = builder.stop_timeout;
@@ -117,6 +131,7 @@ impl Consumer {
             channel,
             stop_timeout,
             state,
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -140,6 +155,40 @@ impl Consumer {
         self.actor.do_send(AddNsqd(addr.into()));
     }
 
+    /// Queries nsqlookupd now rather than at the next poll (pynsq and gnsq `query_lookupd`),
+    /// e.g. when you know an nsqd was just added. Resolves once the query is sent or
+    /// scheduled, not answered: what it finds arrives as [`ConsumerEvent::Discovered`] or
+    /// [`ConsumerEvent::DiscoveryFailed`], and new nsqd are connected as after any poll.
+    /// Resolves with `false` when there is nothing to ask (no
+    /// [`lookupd`](ConsumerBuilder::lookupd) configured, or the consumer is stopping).
+    ///
+    /// Not subject to the limit on automatic requeries (one per 5 s, see the module docs):
+    /// the query goes out at once, unless a query went out less than a second ago. Then one
+    /// query is scheduled for the end of that second and further calls join it, so calling
+    /// this in a loop costs nsqlookupd at most one query a second per consumer.
+    pub async fn query_lookupd(&self) -> bool {
+        self.actor.send(QueryLookupd).await.unwrap_or(false)
+    }
+
+    /// Redistributes RDY among the connections now instead of at the next tick of
+    /// [`rdy_redistribute_interval`](crate::FlowControl::rdy_redistribute_interval) (go-nsq's
+    /// `redistributeRDY`, pynsq and gnsq `redistribute_ready_state`). It only matters while
+    /// connections outnumber `max_in_flight` (or a backoff holds a single RDY): connections
+    /// that were idle for `low_rdy_idle_timeout`, or held their RDY for `low_rdy_timeout`, give
+    /// it to those that waited longest. Otherwise every connection already holds its share
+    /// and this does nothing.
+    pub fn redistribute_ready_state(&self) {
+        self.actor.do_send(Redistribute);
+    }
+
+    /// True until a [`stop`](Self::stop) has completed (false from then on, even if the
+    /// caller stopped waiting for it), or until the consumer's actors are gone (their actix
+    /// `System` stopped). While a stop runs, it is still true: messages in flight are still
+    /// being answered.
+    pub fn is_running(&self) -> bool {
+        !self.stopped.load(Ordering::Acquire) && self.actor.connected()
+    }
+
     /// Per-connection RDY, in flight, finished, requeued, and totals.
     pub fn stats(&self) -> ConsumerStats {
         let connections: Vec<ConnectionStats> = self
@@ -148,10 +197,10 @@ impl Consumer {
             .map(|conns| conns.iter().map(|(addr, c)| c.snapshot(addr)).collect())
             .unwrap_or_default();
         ConsumerStats {
-            max_in_flight: self.state.max_in_flight.load(Relaxed),
-            total_rdy: self.state.total_rdy.load(Relaxed),
-            backoff_level: self.state.backoff_level.load(Relaxed),
-            backoff_paused: self.state.backoff_paused.load(Relaxed),
+            max_in_flight: self.state.max_in_flight.load(Ordering::Relaxed),
+            total_rdy: self.state.total_rdy.load(Ordering::Relaxed),
+            backoff_level: self.state.backoff_level.load(Ordering::Relaxed),
+            backoff_paused: self.state.backoff_paused.load(Ordering::Relaxed),
             received: connections.iter().map(|c| c.received).sum(),
             finished: connections.iter().map(|c| c.finished).sum(),
             requeued: connections.iter().map(|c| c.requeued).sum(),
@@ -178,7 +227,58 @@ impl Consumer {
     }
 
     /// As [`stop`](Self::stop), with an explicit deadline.
+    ///
+    /// The stop is under way from the first poll of the returned future: it completes even
+    /// if that future is dropped then (e.g. by a `timeout` around it).
     pub async fn stop_within(&self, deadline: Duration) -> u32 {
-        self.actor.send(Stop { deadline }).await.unwrap_or(0)
+        let (done, abandoned) = tokio::sync::oneshot::channel();
+        self.actor.do_send(Stop {
+            deadline,
+            stopped: self.stopped.clone(),
+            done,
+        });
+        abandoned.await.unwrap_or(0)
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;
+
+/// Listeners, added and removed at run time.
+impl Consumer {
+    /// Adds a listener of the consumer's lifecycle events (see
+    /// [`ConsumerBuilder::events`]). The registry lives in the consumer's coordinator, which
+    /// takes the listener in on its next turn: events from then on reach it.
+    pub fn subscribe(&self, recipient: actix::Recipient<ConsumerEvent>) -> crate::ListenerId {
+        self.add_listener(recipient, crate::events::Interest::Lifecycle)
+    }
+
+    /// As [`subscribe`](Self::subscribe), plus a [`ConsumerEvent::Message`] for every message
+    /// (see [`ConsumerBuilder::message_events`]).
+    pub fn subscribe_messages(
+        &self,
+        recipient: actix::Recipient<ConsumerEvent>,
+    ) -> crate::ListenerId {
+        self.add_listener(recipient, crate::events::Interest::Messages)
+    }
+
+    /// Removes a listener (a no-op if it is gone already). Per-message events stop being
+    /// built once no listener wants them.
+    pub fn unsubscribe(&self, id: crate::ListenerId) {
+        self.actor.do_send(crate::events::Unsubscribe(id));
+    }
+
+    fn add_listener(
+        &self,
+        recipient: actix::Recipient<ConsumerEvent>,
+        interest: crate::events::Interest,
+    ) -> crate::ListenerId {
+        let id = crate::ListenerId::next();
+        self.actor.do_send(crate::events::Subscribe {
+            id,
+            recipient,
+            interest,
+        });
+        id
     }
 }

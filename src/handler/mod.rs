@@ -19,7 +19,9 @@
 //! failed attempt.
 
 mod actors;
+mod batch;
 mod blocking;
+mod give_up;
 
 use std::{
     any::Any,
@@ -36,12 +38,15 @@ use tokio::sync::oneshot;
 
 pub(crate) use self::actors::ActorDispatch;
 use self::actors::{ActorPool, SlotSpec, StartActor};
+pub use self::batch::{BatchResult, DeliveryBatch};
+pub(crate) use self::batch::{BatchSpec, Batcher};
 pub use self::blocking::BlockingHandler;
 use self::blocking::{BlockingPool, MakeBlocking};
+pub use self::give_up::GiveUpHandler;
 use crate::delivery::{action_for, Action, Delivery, HandlerResult, Watch};
 
 /// A boxed handler future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
 
 type HandlerFn = Arc<dyn Fn(Delivery) -> HandlerFuture + Send + Sync>;
 
@@ -108,6 +113,8 @@ pub(crate) fn settle(watch: &Watch, handled: &Handled, give_up: bool) {
 }
 
 impl HandlerSink {
+    /// A closure sink on its own (`MockDelivery`; builders go through [`Handlers`]).
+    #[cfg(any(feature = "testing", test))]
     pub(crate) fn closure<F, Fut>(f: F) -> Self
     where
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
@@ -217,6 +224,8 @@ pub(crate) struct Handlers {
     slots: Vec<SlotSpec>,
     closure: Option<HandlerFn>,
     blocking: Option<BlockingSpec>,
+    /// Set when the closure is a batch handler's entry (checked against `max_in_flight`).
+    batch: Option<Arc<Batcher>>,
     pub(crate) budget: RestartBudget,
     started: OnceLock<HandlerSink>,
 }
@@ -225,13 +234,19 @@ impl Clone for Handlers {
     /// A clone configures the same handlers but starts its own (a consumer's handler actors
     /// are its own).
     fn clone(&self) -> Self {
-        Self {
+        let mut clone = Self {
             slots: self.slots.clone(),
             closure: self.closure.clone(),
             blocking: self.blocking.clone(),
+            batch: None,
             budget: self.budget,
             started: OnceLock::new(),
+        };
+        // Batches of two consumers must not mix: the clone gets a collector of its own.
+        if let Some(batcher) = &self.batch {
+            clone.set_batch(batcher.fresh());
         }
+        clone
     }
 }
 
@@ -272,6 +287,18 @@ impl Handlers {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         self.closure = Some(Arc::new(move |delivery| Box::pin(f(delivery))));
+        self.batch = None;
+    }
+
+    /// A batch handler: deliveries go to `batcher`, which answers them.
+    pub(crate) fn set_batch(&mut self, batcher: Arc<Batcher>) {
+        self.set_closure(batch::entry(batcher.clone()));
+        self.batch = Some(batcher);
+    }
+
+    /// The batch handler's settings, when the handler is one.
+    pub(crate) fn batch_spec(&self) -> Option<BatchSpec> {
+        self.batch.as_ref().map(|batcher| batcher.spec())
     }
 
     pub(crate) fn set_blocking<H, F>(&mut self, threads: usize, factory: F)
@@ -314,11 +341,6 @@ impl Handlers {
         if let Some(sink) = self.started.get() {
             return Ok(sink.clone());
         }
-        if actix::Arbiter::try_current().is_none() {
-            return Err(std::io::Error::other(
-                "handlers start inside a running actix System (actix_rt::System or #[actix_rt::main])",
-            ));
-        }
         let sink = if let Some(closure) = &self.closure {
             HandlerSink::Closure(closure.clone())
         } else if let Some(spec) = &self.blocking {
@@ -335,6 +357,59 @@ impl Handlers {
         self.started
             .get_or_init(|| HandlerSink::actors(Vec::new()))
             .clone()
+    }
+}
+
+/// A body transform run before the handler (pynsq `preprocess_method`).
+pub(crate) type Preprocess = Arc<dyn Fn(bytes::Bytes) -> bytes::Bytes + Send + Sync>;
+/// A check run before the handler (pynsq `validate_method`): `Err(reason)` rejects.
+pub(crate) type Validate = Arc<dyn Fn(&Delivery) -> Result<(), String> + Send + Sync>;
+
+/// Per-message hooks run at dispatch, before any kind of handler (actors, closure, blocking):
+/// they see every message the handler would see, and nothing else (not the messages past
+/// `max_attempts`, which go to the give-up hook as nsqd sent them).
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) preprocess: Option<Preprocess>,
+    pub(crate) validate: Option<Validate>,
+    /// A rejected message goes to the give-up hook instead of being finished.
+    pub(crate) give_up_rejected: bool,
+}
+
+impl Hooks {
+    /// Transforms `body`, makes the delivery with `make`, and validates it. The third value is
+    /// the rejection reason, if any. A hook that panics rejects the message (the panic is
+    /// caught: one poison message must not take the connection down).
+    pub(crate) fn prepare(
+        &self,
+        body: bytes::Bytes,
+        make: impl FnOnce(bytes::Bytes) -> (Delivery, Watch),
+    ) -> (Delivery, Watch, Option<String>) {
+        let (body, mut rejected) = match &self.preprocess {
+            None => (body, None),
+            Some(f) => {
+                let raw = body.clone();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| f(body))) {
+                    Ok(body) => (body, None),
+                    Err(panic) => (
+                        raw,
+                        Some(format!("preprocess panicked: {}", panic_message(&*panic))),
+                    ),
+                }
+            }
+        };
+        let (delivery, watch) = make(body);
+        if rejected.is_none() {
+            if let Some(validate) = &self.validate {
+                rejected = match std::panic::catch_unwind(AssertUnwindSafe(|| validate(&delivery)))
+                {
+                    Ok(Ok(())) => None,
+                    Ok(Err(reason)) => Some(reason),
+                    Err(panic) => Some(format!("validate panicked: {}", panic_message(&*panic))),
+                };
+            }
+        }
+        (delivery, watch, rejected)
     }
 }
 
@@ -490,6 +565,56 @@ mod tests {
             sink.dispatch(delivery()).await,
             Handled::Returned(Err(_))
         ));
+    }
+
+    fn make(body: bytes::Bytes) -> (Delivery, Watch) {
+        let meta = Meta {
+            id: DeliveryId::Text("id".into()),
+            body,
+            attempts: 1,
+            timestamp_nanos: 0,
+            source: "test".into(),
+        };
+        Delivery::new(meta, Arc::new(Recorder::default()))
+    }
+
+    #[test]
+    fn hooks_transform_then_validate_and_a_panic_rejects() {
+        let hooks = Hooks {
+            preprocess: Some(Arc::new(|b: bytes::Bytes| {
+                assert!(&b[..] != b"explode", "preprocess blew up");
+                bytes::Bytes::from(b.to_ascii_uppercase())
+            })),
+            validate: Some(Arc::new(|d: &Delivery| match &d.body()[..] {
+                b"BAD" => Err("bad".to_owned()),
+                b"PANIC" => panic!("validate blew up"),
+                _ => Ok(()),
+            })),
+            give_up_rejected: false,
+        };
+        let prepare = |body: &'static [u8]| {
+            let (delivery, _watch, rejected) = hooks.prepare(bytes::Bytes::from_static(body), make);
+            (delivery.body().clone(), rejected)
+        };
+        assert_eq!(prepare(b"ok"), (bytes::Bytes::from_static(b"OK"), None));
+        assert_eq!(prepare(b"bad").1.as_deref(), Some("bad"));
+        let (body, rejected) = prepare(b"explode");
+        assert_eq!(
+            &body[..],
+            b"explode",
+            "a failed transform leaves the body as it came"
+        );
+        assert_eq!(
+            rejected.as_deref(),
+            Some("preprocess panicked: preprocess blew up")
+        );
+        assert_eq!(
+            prepare(b"panic").1.as_deref(),
+            Some("validate panicked: validate blew up")
+        );
+        let none = Hooks::default();
+        let (delivery, _watch, rejected) = none.prepare(bytes::Bytes::from_static(b"x"), make);
+        assert_eq!((&delivery.body()[..], rejected), (&b"x"[..], None));
     }
 
     #[actix_rt::test]

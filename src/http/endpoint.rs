@@ -7,9 +7,10 @@ use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use super::lookup_response::{decode, decode_empty, error_message, ACCEPT_V1, CONTENT_TYPE_V1};
 use crate::{
     error::Error,
-    lookup::{decode, decode_empty, error_message, ACCEPT_V1, CONTENT_TYPE_V1},
+    protocol::{Channel, Topic},
     transport::TlsConfig,
 };
 
@@ -73,6 +74,39 @@ impl HttpSettings {
     }
 }
 
+/// The [`HttpSettings`] setters, written once for every client builder that keeps its
+/// settings in a `settings` field: a macro rather than a trait, so that callers need no
+/// import and each builder's rustdoc lists them as its own methods.
+macro_rules! http_settings_setters {
+    () => {
+        /// Bound on each request, connecting included (default 5 s, nsqadmin's).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.timeout = timeout;
+            self
+        }
+
+        /// TLS settings for `https://` addresses (default: verify against the webpki roots).
+        pub fn tls(mut self, tls: $crate::TlsConfig) -> Self {
+            self.settings.tls = Some(tls);
+            self
+        }
+
+        /// The largest answer read (default 16 MiB); a larger one fails with
+        /// [`Error::Http`](crate::Error::Http).
+        pub fn max_response_size(mut self, bytes: usize) -> Self {
+            self.settings.max_response_size = bytes;
+            self
+        }
+
+        /// The `User-Agent` header (default `actix-nsq/<version>`).
+        pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+            self.settings.user_agent = agent.into();
+            self
+        }
+    };
+}
+pub(crate) use http_settings_setters;
+
 /// Normalises an nsqd or nsqlookupd HTTP address: `http://` is added when there is no scheme,
 /// a port is required, and a path prefix (a reverse proxy's) is kept without its trailing `/`.
 pub(crate) fn base_url(addr: &str) -> Result<String, Error> {
@@ -97,6 +131,19 @@ pub(crate) fn base_url(addr: &str) -> Result<String, Error> {
         "{scheme}://{authority}{}",
         path.trim_end_matches('/')
     ))
+}
+
+/// `url` with any credentials in it (`http://user:password@host:4161`) replaced by `***`, for
+/// Debug output, logs and events: the one place that decides what of a URL may be printed.
+pub(crate) fn redact_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - start);
+    match url[start..start + authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
 }
 
 /// Percent-encodes a query value: RFC 3986 unreserved characters pass, everything else is
@@ -181,7 +228,7 @@ pub(crate) struct Endpoint {
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")
-            .field("base", &self.base)
+            .field("base", &redact_credentials(&self.base))
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -193,8 +240,18 @@ impl Endpoint {
         settings: HttpSettings,
         what: &'static str,
     ) -> Result<Self, Error> {
+        Self::at(base_url(addr)?, settings, what)
+    }
+
+    /// An endpoint at `base` (`scheme://authority[/prefix]`), which the caller has checked:
+    /// the discoverer reads its addresses as go-nsq does (see
+    /// [`lookup_url`](super::lookupd::lookup_url)), not as a base URL.
+    pub(crate) fn at(
+        base: String,
+        settings: HttpSettings,
+        what: &'static str,
+    ) -> Result<Self, Error> {
         settings.validate()?;
-        let base = base_url(addr)?;
         let mut connector = awc::Connector::new().timeout(settings.timeout);
         // Build TLS (and its root store, a few hundred KB) only for https endpoints.
         if base.starts_with("https://") {
@@ -233,17 +290,35 @@ impl Endpoint {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, Error> {
-        let mut url = format!("{}{path}", self.base);
+        let mut path = path.to_owned();
         if !query.is_empty() {
-            url.push('?');
-            url.push_str(&encode_query(query));
+            path.push('?');
+            path.push_str(&encode_query(query));
         }
-        let request = match method {
+        self.send_to(method, &path, body, None).await
+    }
+
+    /// Sends one request to `path_and_query` (already encoded) below the base, with an
+    /// `Authorization` header when one is given, and reads the answer, whatever its status.
+    pub(crate) async fn send_to(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        authorization: Option<&str>,
+    ) -> Result<Answer, Error> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut request = match method {
             Method::Get => self.client.get(&url),
             Method::Post => self.client.post(&url),
             Method::Put => self.client.put(&url),
         };
-        tracing::debug!(url = %url, ?method, body_len = body.len(), "nsq http request");
+        if let Some(value) = authorization {
+            request = request.insert_header(("Authorization", value));
+        }
+        let shown = redact_credentials(&url);
+        let auth = authorization.is_some();
+        tracing::debug!(url = %shown, ?method, body_len = body.len(), auth, "nsq http request");
         let sent = match method {
             Method::Get => request.send().await,
             Method::Post | Method::Put => request.send_body(body).await,
@@ -261,7 +336,7 @@ impl Endpoint {
             .limit(max)
             .await
             .map_err(|e| self.payload_error(status, e))?;
-        tracing::debug!(url = %url, status, v1, body_len = body.len(), "nsq http answer");
+        tracing::debug!(url = %shown, status, v1, body_len = body.len(), "nsq http answer");
         Ok(Answer { status, v1, body })
     }
 
@@ -279,6 +354,34 @@ impl Endpoint {
             return Err(answer.into_error());
         }
         Ok(answer)
+    }
+
+    /// `POST path` with no body, any status but 200 an error: the admin calls of both APIs.
+    pub(crate) async fn post(&self, path: &str, query: &[(&str, &str)]) -> Result<(), Error> {
+        self.call(Method::Post, path, query, Bytes::new())
+            .await?
+            .empty()
+    }
+
+    /// `POST path?topic=`, the name checked before anything is sent.
+    pub(crate) async fn post_topic(&self, path: &str, topic: &str) -> Result<(), Error> {
+        let topic = Topic::new(topic)?;
+        self.post(path, &[("topic", topic.as_str())]).await
+    }
+
+    /// `POST path?topic=&channel=`, both names checked before anything is sent.
+    pub(crate) async fn post_channel(
+        &self,
+        path: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), Error> {
+        let (topic, channel) = (Topic::new(topic)?, Channel::new(channel)?);
+        self.post(
+            path,
+            &[("topic", topic.as_str()), ("channel", channel.as_str())],
+        )
+        .await
     }
 
     fn send_error(&self, e: SendRequestError) -> Error {
@@ -316,6 +419,21 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let cases = [
+            ("http://user:pw@h:4161", "http://***@h:4161"),
+            ("https://u@h:1/prefix?x=a@b", "https://***@h:1/prefix?x=a@b"),
+            ("user:pw@h:1", "***@h:1"),
+            ("http://h:4161/a@b", "http://h:4161/a@b"),
+            ("http://h:4161", "http://h:4161"),
+            ("http://a@b:c@h:1/", "http://***@h:1/"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_credentials(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn base_urls() {

@@ -1,17 +1,18 @@
 //! [`LookupdHttpClient`]: nsqlookupd's HTTP API (`nsqlookupd/http.go`), typed.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{Answer, Endpoint, HttpSettings, Method};
-use crate::{
-    error::Error,
-    lookup::{null_as_default, LookupResponse, NodeInfo},
-    protocol::{Channel, Topic},
-    transport::TlsConfig,
+use super::{
+    endpoint::{http_settings_setters, redact_credentials, Answer, Endpoint, HttpSettings, Method},
+    lookup_response::{error_message, null_as_default, LookupResponse, NodeInfo},
 };
+use crate::{error::Error, protocol::Topic};
+
+/// What a timeout names.
+const WHAT: &str = "nsqlookupd HTTP request";
 
 /// The answer to nsqlookupd's `GET /info`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -41,36 +42,24 @@ struct Nodes {
 }
 
 /// Configures a [`LookupdHttpClient`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct LookupdHttpClientBuilder {
     base_url: String,
     settings: HttpSettings,
 }
 
+impl fmt::Debug for LookupdHttpClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupdHttpClientBuilder")
+            .field("base_url", &redact_credentials(&self.base_url))
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
 impl LookupdHttpClientBuilder {
-    /// Bound on each request, connecting included (default 5 s, nsqadmin's).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
-    }
-
-    /// TLS settings for `https://` addresses (default: verify against the webpki roots).
-    pub fn tls(mut self, tls: TlsConfig) -> Self {
-        self.settings.tls = Some(tls);
-        self
-    }
-
-    /// The largest answer read (default 16 MiB); a larger one fails with [`Error::Http`].
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.settings.max_response_size = bytes;
-        self
-    }
-
-    /// The `User-Agent` header (default `actix-nsq/<version>`).
-    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
-        self.settings.user_agent = agent.into();
-        self
-    }
+    http_settings_setters!();
 
     /// Builds the client.
     ///
@@ -80,7 +69,7 @@ impl LookupdHttpClientBuilder {
     /// zero timeout or size; [`Error::Tls`] when the TLS settings cannot be built.
     pub fn build(self) -> Result<LookupdHttpClient, Error> {
         Ok(LookupdHttpClient {
-            endpoint: Endpoint::new(&self.base_url, self.settings, "nsqlookupd HTTP request")?,
+            endpoint: Endpoint::new(&self.base_url, self.settings, WHAT)?,
         })
     }
 }
@@ -113,7 +102,7 @@ pub struct LookupdHttpClient {
 impl fmt::Debug for LookupdHttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LookupdHttpClient")
-            .field("base_url", &self.endpoint.base())
+            .field("base_url", &redact_credentials(self.endpoint.base()))
             .finish_non_exhaustive()
     }
 }
@@ -147,13 +136,6 @@ impl LookupdHttpClient {
             .await
     }
 
-    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Result<(), Error> {
-        self.endpoint
-            .call(Method::Post, path, params, Bytes::new())
-            .await?
-            .empty()
-    }
-
     /// `GET /ping`: Ok when nsqlookupd answers `200 OK`.
     ///
     /// # Errors
@@ -174,7 +156,9 @@ impl LookupdHttpClient {
 
     /// `GET /lookup?topic=`: the topic's channels and the active, untombstoned nsqd that have
     /// it. A topic nsqlookupd has never heard of (`404 TOPIC_NOT_FOUND`) gives an empty
-    /// answer, not an error: to a consumer it means "no producers yet".
+    /// answer, not an error: to a consumer it means "no producers yet". An entry that cannot
+    /// be connected to (a `tcp_port` that is not a port, ...) does not spoil the answer: it is
+    /// listed in [`LookupResponse::skipped`] with the reason.
     ///
     /// # Errors
     ///
@@ -191,22 +175,37 @@ impl LookupdHttpClient {
                 Bytes::new(),
             )
             .await?;
-        match answer.status {
-            200 => match answer.json() {
-                Err(Error::Http {
-                    status: 404,
-                    message,
-                }) if message == "TOPIC_NOT_FOUND" => Ok(LookupResponse::default()),
-                other => other,
-            },
-            404 if crate::lookup::error_message(&answer.body) == "TOPIC_NOT_FOUND" => {
-                Ok(LookupResponse::default())
-            }
-            status => Err(Error::Http {
-                status,
-                message: crate::lookup::error_message(&answer.body),
-            }),
-        }
+        lookup_answer(&answer)
+    }
+
+    /// The discoverer's client for one nsqlookupd address as go-nsq reads it (see
+    /// [`lookup_url`]), and the path and query its lookups go to: the address's own path
+    /// (`/lookup` when it has none) and query, with `topic=` added.
+    pub(crate) fn for_discovery(
+        addr: &str,
+        topic: &Topic,
+        settings: HttpSettings,
+    ) -> Result<(Self, String), Error> {
+        let url = lookup_url(addr, topic).map_err(|reason| Error::config("lookupd", reason))?;
+        let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
+        let split = rest.find('/').unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at(split);
+        let endpoint = Endpoint::at(format!("{scheme}://{authority}"), settings, WHAT)?;
+        Ok((Self { endpoint }, path_and_query.to_owned()))
+    }
+
+    /// `GET <path_and_query>` as [`lookup`](Self::lookup) reads it, with `authorization` sent
+    /// as the `Authorization` header: the discoverer's one request.
+    pub(crate) async fn lookup_at(
+        &self,
+        path_and_query: &str,
+        authorization: Option<&str>,
+    ) -> Result<LookupResponse, Error> {
+        let answer = self
+            .endpoint
+            .send_to(Method::Get, path_and_query, Bytes::new(), authorization)
+            .await?;
+        lookup_answer(&answer)
     }
 
     /// `GET /topics`: every topic registered.
@@ -246,8 +245,8 @@ impl LookupdHttpClient {
     ///
     /// [`Error::InvalidName`]; [`Error::Http`], [`Error::Timeout`].
     pub async fn create_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        let topic = Topic::new(topic.as_ref())?;
-        self.post("/topic/create", &[("topic", topic.as_str())])
+        self.endpoint
+            .post_topic("/topic/create", topic.as_ref())
             .await
     }
 
@@ -258,8 +257,8 @@ impl LookupdHttpClient {
     ///
     /// [`Error::InvalidName`]; [`Error::Http`], [`Error::Timeout`].
     pub async fn delete_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        let topic = Topic::new(topic.as_ref())?;
-        self.post("/topic/delete", &[("topic", topic.as_str())])
+        self.endpoint
+            .post_topic("/topic/delete", topic.as_ref())
             .await
     }
 
@@ -273,9 +272,9 @@ impl LookupdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        let (topic, channel) = (Topic::new(topic.as_ref())?, Channel::new(channel.as_ref())?);
-        let params = [("topic", topic.as_str()), ("channel", channel.as_str())];
-        self.post("/channel/create", &params).await
+        self.endpoint
+            .post_channel("/channel/create", topic.as_ref(), channel.as_ref())
+            .await
     }
 
     /// `POST /channel/delete`: removes a channel from the registry.
@@ -288,9 +287,9 @@ impl LookupdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        let (topic, channel) = (Topic::new(topic.as_ref())?, Channel::new(channel.as_ref())?);
-        let params = [("topic", topic.as_str()), ("channel", channel.as_str())];
-        self.post("/channel/delete", &params).await
+        self.endpoint
+            .post_channel("/channel/delete", topic.as_ref(), channel.as_ref())
+            .await
     }
 
     /// `POST /topic/tombstone?topic=&node=`: hides one nsqd from `/lookup` for the topic for
@@ -312,6 +311,150 @@ impl LookupdHttpClient {
         crate::conn::validate_addr(node).map_err(|reason| Error::config("node", reason))?;
         let node = node.replace(['[', ']'], "");
         let params = [("topic", topic.as_str()), ("node", node.as_str())];
-        self.post("/topic/tombstone", &params).await
+        self.endpoint.post("/topic/tombstone", &params).await
+    }
+}
+
+/// A `/lookup` answer: the producers on 200; none yet for `404 TOPIC_NOT_FOUND` (in either
+/// answer shape); [`Error::Http`] with nsq's message for any other status.
+fn lookup_answer(answer: &Answer) -> Result<LookupResponse, Error> {
+    match answer.status {
+        200 => match answer.json() {
+            Err(Error::Http {
+                status: 404,
+                message,
+            }) if message == "TOPIC_NOT_FOUND" => Ok(LookupResponse::default()),
+            other => other,
+        },
+        404 if error_message(&answer.body) == "TOPIC_NOT_FOUND" => Ok(LookupResponse::default()),
+        status => Err(Error::Http {
+            status,
+            message: error_message(&answer.body),
+        }),
+    }
+}
+
+/// Builds the lookup URL for an nsqlookupd address as go-nsq's `buildLookupAddr` does
+/// (`consumer.go:1210-1233`): `http://` is added when there is no scheme, a port is required,
+/// an empty path becomes `/lookup`, and `topic=` is added to the query.
+pub(crate) fn lookup_url(addr: &str, topic: &Topic) -> Result<String, String> {
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("http", addr));
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{addr:?}: scheme must be http or https"));
+    }
+    let (authority, path_and_query) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        // Only the host and port: the credentials must not reach errors or logs.
+        let shown = redact_credentials(addr);
+        crate::conn::validate_addr(authority.rsplit('@').next().unwrap_or_default())
+            .map_err(|_| format!("nsqlookupd address {shown:?} is not [scheme://]host:port"))?;
+    } else {
+        crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
+    }
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let path = if path.is_empty() || path == "/" {
+        "/lookup"
+    } else {
+        path
+    };
+    // Topic names are [.a-zA-Z0-9_-] plus an optional #ephemeral; only '#' needs escaping.
+    let topic = topic.as_str().replace('#', "%23");
+    let sep = if query.is_empty() { "" } else { "&" };
+    Ok(format!(
+        "{scheme}://{authority}{path}?{query}{sep}topic={topic}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_an_address_stay_out_of_errors() {
+        let t = Topic::new("events").unwrap();
+        let err = lookup_url("http://user:hunter2@h:99999", &t).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(
+            lookup_url("http://user:hunter2@h:1", &t).unwrap(),
+            "http://user:hunter2@h:1/lookup?topic=events"
+        );
+    }
+
+    #[test]
+    fn builds_urls_like_go_nsq() {
+        let t = Topic::new("events").unwrap();
+        let cases = [
+            (
+                "127.0.0.1:4161",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "http://127.0.0.1:4161",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "http://127.0.0.1:4161/",
+                "http://127.0.0.1:4161/lookup?topic=events",
+            ),
+            (
+                "https://lookupd:4161/custom",
+                "https://lookupd:4161/custom?topic=events",
+            ),
+            (
+                "http://h:1/lookup?x=1",
+                "http://h:1/lookup?x=1&topic=events",
+            ),
+        ];
+        for (addr, url) in cases {
+            assert_eq!(lookup_url(addr, &t).unwrap(), url);
+        }
+        let eph = Topic::new("t#ephemeral").unwrap();
+        assert_eq!(
+            lookup_url("h:1", &eph).unwrap(),
+            "http://h:1/lookup?topic=t%23ephemeral"
+        );
+        for bad in ["ftp://h:1", "http://h", "h", "http://:1", ""] {
+            assert!(lookup_url(bad, &t).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn discovery_keeps_the_addresss_own_path_and_query() {
+        let t = Topic::new("events").unwrap();
+        let cases = [
+            (
+                "127.0.0.1:4161",
+                "http://127.0.0.1:4161",
+                "/lookup?topic=events",
+            ),
+            (
+                "https://gw:443/custom",
+                "https://gw:443",
+                "/custom?topic=events",
+            ),
+            ("http://h:1/l?x=1", "http://h:1", "/l?x=1&topic=events"),
+            ("http://u:pw@h:1", "http://u:pw@h:1", "/lookup?topic=events"),
+        ];
+        for (addr, base, path) in cases {
+            let (client, at) =
+                LookupdHttpClient::for_discovery(addr, &t, HttpSettings::default()).unwrap();
+            assert_eq!((client.base_url(), at.as_str()), (base, path), "{addr}");
+        }
+        let err = LookupdHttpClient::for_discovery("h", &t, HttpSettings::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    field: "lookupd",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -20,6 +20,7 @@
 //! `#[actix_rt::test]`, inside an actor) or a tokio `LocalSet`.
 
 mod endpoint;
+mod lookup_response;
 mod lookupd;
 mod mpub;
 mod nsqd;
@@ -32,4 +33,7 @@ pub use stats::{
     ChannelStats, ClientStats, LatencyStats, MemStats, NsqdInfo, NsqdStats, PubCount, TopicStats,
 };
 
-pub use crate::lookup::{LookupResponse, NodeInfo, ProducerInfo};
+pub use lookup_response::{LookupResponse, NodeInfo, ProducerInfo, SkippedProducer};
+
+pub(crate) use endpoint::{base_url as endpoint_base_url, redact_credentials, HttpSettings};
+pub(crate) use lookupd::lookup_url;

@@ -5,14 +5,13 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 
 use super::{
-    endpoint::{Endpoint, HttpSettings, Method},
+    endpoint::{http_settings_setters, redact_credentials, Endpoint, HttpSettings, Method},
     mpub::{encode_binary, encode_lines, MpubMode},
     stats::{NsqdInfo, NsqdStats},
 };
 use crate::{
     error::{BodyError, Error},
     protocol::{Batch, Body, Channel, PublishLimits, Topic},
-    transport::TlsConfig,
 };
 
 /// Filters for [`NsqdHttpClient::stats`]. By default, as in nsqd, everything is included.
@@ -90,6 +89,7 @@ impl StatsQuery {
 
 /// Configures an [`NsqdHttpClient`].
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct NsqdHttpClientBuilder {
     base_url: String,
     settings: HttpSettings,
@@ -101,29 +101,7 @@ impl NsqdHttpClientBuilder {
     /// nsqd's `--max-req-timeout` default: the longest `/pub?defer=` it accepts.
     pub const DEFAULT_MAX_DEFER: Duration = Duration::from_secs(60 * 60);
 
-    /// Bound on each request, connecting included (default 5 s, nsqadmin's).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
-    }
-
-    /// TLS settings for `https://` addresses (default: verify against the webpki roots).
-    pub fn tls(mut self, tls: TlsConfig) -> Self {
-        self.settings.tls = Some(tls);
-        self
-    }
-
-    /// The largest answer read (default 16 MiB); a larger one fails with [`Error::Http`].
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.settings.max_response_size = bytes;
-        self
-    }
-
-    /// The `User-Agent` header (default `actix-nsq/<version>`).
-    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
-        self.settings.user_agent = agent.into();
-        self
-    }
+    http_settings_setters!();
 
     /// The server's `--max-msg-size` and `--max-body-size` (default nsqd's: 1 MiB, 5 MiB):
     /// larger publishes fail before anything is sent.
@@ -143,9 +121,13 @@ impl NsqdHttpClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]` or a
-    /// zero timeout or size; [`Error::Tls`] when the TLS settings cannot be built.
+    /// [`Error::Config`] for an address that is not `[http[s]://]host:port[/prefix]`, a
+    /// zero timeout or size, publish limits with the message limit above the body limit, or
+    /// a `max_defer` nsqd cannot represent; [`Error::Tls`] when the TLS settings cannot be
+    /// built.
     pub fn build(self) -> Result<NsqdHttpClient, Error> {
+        crate::ConnectionConfig::validate_publish_limits(self.limits)?;
+        crate::ConnectionConfig::validate_max_defer(self.max_defer)?;
         Ok(NsqdHttpClient {
             endpoint: Endpoint::new(&self.base_url, self.settings, "nsqd HTTP request")?,
             limits: self.limits,
@@ -163,7 +145,7 @@ impl fmt::Debug for NsqdHttpClientBuilder {
             max_defer,
         } = self;
         f.debug_struct("NsqdHttpClientBuilder")
-            .field("base_url", base_url)
+            .field("base_url", &redact_credentials(base_url))
             .field("settings", settings)
             .field("limits", limits)
             .field("max_defer", max_defer)
@@ -205,17 +187,13 @@ pub struct NsqdHttpClient {
 impl fmt::Debug for NsqdHttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NsqdHttpClient")
-            .field("base_url", &self.endpoint.base())
+            .field("base_url", &redact_credentials(self.endpoint.base()))
             .finish_non_exhaustive()
     }
 }
 
 fn topic(name: &str) -> Result<Topic, Error> {
     Topic::new(name)
-}
-
-fn topic_channel(topic: &str, channel: &str) -> Result<(Topic, Channel), Error> {
-    Ok((Topic::new(topic)?, Channel::new(channel)?))
 }
 
 impl NsqdHttpClient {
@@ -372,31 +350,15 @@ impl NsqdHttpClient {
             .empty()
     }
 
-    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Result<(), Error> {
-        self.endpoint
-            .call(Method::Post, path, params, Bytes::new())
-            .await?
-            .empty()
-    }
-
-    async fn topic_action(&self, path: &str, topic: &str) -> Result<(), Error> {
-        let topic = self::topic(topic)?;
-        self.post(path, &[("topic", topic.as_str())]).await
-    }
-
-    async fn channel_action(&self, path: &str, topic: &str, channel: &str) -> Result<(), Error> {
-        let (topic, channel) = topic_channel(topic, channel)?;
-        let params = [("topic", topic.as_str()), ("channel", channel.as_str())];
-        self.post(path, &params).await
-    }
-
     /// `POST /topic/create`: creates a topic (nothing happens if it exists).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidName`]; [`Error::Http`], [`Error::Timeout`].
     pub async fn create_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/create", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/create", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/delete`: deletes a topic, its channels and messages.
@@ -405,7 +367,9 @@ impl NsqdHttpClient {
     ///
     /// [`Error::Http`] `404 TOPIC_NOT_FOUND`; as [`create_topic`](Self::create_topic).
     pub async fn delete_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/delete", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/delete", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/empty`: drops the messages the topic holds (not its channels').
@@ -414,7 +378,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn empty_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/empty", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/empty", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/pause`: the topic holds new messages instead of passing them on.
@@ -423,7 +389,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn pause_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/pause", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/pause", topic.as_ref())
+            .await
     }
 
     /// `POST /topic/unpause`.
@@ -432,7 +400,9 @@ impl NsqdHttpClient {
     ///
     /// As [`delete_topic`](Self::delete_topic).
     pub async fn unpause_topic(&self, topic: impl AsRef<str>) -> Result<(), Error> {
-        self.topic_action("/topic/unpause", topic.as_ref()).await
+        self.endpoint
+            .post_topic("/topic/unpause", topic.as_ref())
+            .await
     }
 
     /// `POST /channel/create`: creates a channel of an existing topic.
@@ -445,7 +415,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/create", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/create", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -460,7 +431,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/delete", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/delete", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -474,7 +446,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/empty", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/empty", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -488,7 +461,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/pause", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/pause", topic.as_ref(), channel.as_ref())
             .await
     }
 
@@ -502,7 +476,8 @@ impl NsqdHttpClient {
         topic: impl AsRef<str>,
         channel: impl AsRef<str>,
     ) -> Result<(), Error> {
-        self.channel_action("/channel/unpause", topic.as_ref(), channel.as_ref())
+        self.endpoint
+            .post_channel("/channel/unpause", topic.as_ref(), channel.as_ref())
             .await
     }
 

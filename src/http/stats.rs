@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::lookup::null_as_default;
+use super::lookup_response::null_as_default;
 
 /// Go's `time.Duration` in JSON: an integer count of nanoseconds.
 fn nanos<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

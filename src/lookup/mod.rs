@@ -7,57 +7,31 @@
 //! consumer finds its nsqd at startup rather than after the jitter. `404 TOPIC_NOT_FOUND`
 //! means "no producers yet", not a failure. Garbage, timeouts and errors become an event and
 //! change nothing: existing connections are kept.
-
-mod response;
+//!
+//! Each request goes through [`LookupdHttpClient`] (one client per nsqlookupd, built from the
+//! address as go-nsq reads it): this module only schedules, jitters and picks the next one.
 
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient,
+    Supervised, WrapFuture,
 };
 use rand::Rng;
 
-pub(crate) use response::{decode, decode_empty, error_message, null_as_default};
-pub use response::{LookupResponse, NodeInfo, ProducerInfo};
-
-use crate::{error::Error, protocol::Topic, transport::Secret};
-
-/// The media type nsqlookupd ≥ 1.0 answers in without the legacy wrapper.
-pub(crate) const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
-/// The header that says the answer is not wrapped.
-pub(crate) const CONTENT_TYPE_V1: &str = "nsq; version=1.0";
+pub(crate) use crate::http::lookup_url;
+use crate::{
+    error::Error,
+    http::{redact_credentials, HttpSettings, LookupdHttpClient, ProducerInfo},
+    protocol::Topic,
+    transport::Secret,
+};
 
 /// Tries per poll (go-nsq `queryLookupd`).
 const TRIES: usize = 3;
 
-/// Builds the lookup URL for an nsqlookupd address as go-nsq's `buildLookupAddr` does
-/// (`consumer.go:1210-1233`): `http://` is added when there is no scheme, a port is required,
-/// an empty path becomes `/lookup`, and `topic=` is added to the query.
-pub(crate) fn lookup_url(addr: &str, topic: &Topic) -> Result<String, String> {
-    let (scheme, rest) = addr.split_once("://").unwrap_or(("http", addr));
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("{addr:?}: scheme must be http or https"));
-    }
-    let (authority, path_and_query) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    crate::conn::validate_addr(authority).map_err(|e| format!("nsqlookupd address {e}"))?;
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let path = if path.is_empty() || path == "/" {
-        "/lookup"
-    } else {
-        path
-    };
-    // Topic names are [.a-zA-Z0-9_-] plus an optional #ephemeral; only '#' needs escaping.
-    let topic = topic.as_str().replace('#', "%23");
-    let sep = if query.is_empty() { "" } else { "&" };
-    Ok(format!(
-        "{scheme}://{authority}{path}?{query}{sep}topic={topic}"
-    ))
-}
+/// The largest `/lookup` answer read: thousands of producers fit in far less.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// What the discoverer needs.
 #[derive(Clone)]
@@ -69,6 +43,8 @@ pub(crate) struct DiscoveryConfig {
     pub(crate) poll_timeout: Duration,
     /// Sent as `Authorization: Bearer <secret>` (go-nsq `consumer.go:489-491`).
     pub(crate) authorization: Option<Secret>,
+    /// The secret may go over plain http too (an explicit opt-in; https only by default).
+    pub(crate) authorization_over_http: bool,
 }
 
 /// What the discoverer found.
@@ -84,40 +60,71 @@ pub(crate) enum Discovered {
 #[rtype(result = "()")]
 pub(crate) struct Requery;
 
+/// Stop for good (the consumer is stopping): without it, the poll timer would keep the
+/// discoverer alive and querying after its consumer is gone.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopDiscovery;
+
+/// One nsqlookupd as the discoverer asks it.
+#[derive(Clone)]
+struct Target {
+    /// Its address with any credentials redacted: what events and logs call it.
+    name: String,
+    client: LookupdHttpClient,
+    /// Where its lookups go, the topic included.
+    path_and_query: String,
+    https: bool,
+}
+
 pub(crate) struct LookupdDiscoverer {
-    urls: Vec<(String, String)>,
+    targets: Vec<Target>,
     next: usize,
     config: DiscoveryConfig,
     consumer: Recipient<Discovered>,
-    client: Option<awc::Client>,
     querying: bool,
     query_again: bool,
 }
 
 impl LookupdDiscoverer {
     pub(crate) fn new(config: DiscoveryConfig, consumer: Recipient<Discovered>) -> Self {
-        let urls = config
+        let settings = HttpSettings {
+            timeout: config.poll_timeout,
+            max_response_size: MAX_ANSWER,
+            ..HttpSettings::default()
+        };
+        let targets = config
             .lookupd
             .iter()
             .filter_map(|addr| {
-                lookup_url(addr, &config.topic)
-                    .ok()
-                    .map(|url| (addr.clone(), url))
+                let name = redact_credentials(addr).into_owned();
+                // The builder has checked the address; what fails here is logged and skipped.
+                match LookupdHttpClient::for_discovery(addr, &config.topic, settings.clone()) {
+                    Ok((client, path_and_query)) => Some(Target {
+                        https: client.base_url().starts_with("https://"),
+                        name,
+                        client,
+                        path_and_query,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(lookupd = %name, %error, "nsqlookupd address not usable");
+                        None
+                    }
+                }
             })
             .collect();
         Self {
-            urls,
+            targets,
             next: 0,
             config,
             consumer,
-            client: None,
             querying: false,
             query_again: false,
         }
     }
 
     fn query(&mut self, ctx: &mut Context<Self>) {
-        if self.urls.is_empty() {
+        if self.targets.is_empty() {
             return;
         }
         if self.querying {
@@ -125,43 +132,64 @@ impl LookupdDiscoverer {
             return;
         }
         self.querying = true;
-        let client = self
-            .client
-            .get_or_insert_with(|| {
-                let https = self.urls.iter().any(|(_, url)| url.starts_with("https://"));
-                http_client(self.config.poll_timeout, https)
-            })
-            .clone();
+        let n = self.targets.len();
         let start = self.next;
-        self.next = (self.next + TRIES.min(self.urls.len())) % self.urls.len();
-        let tries: Vec<(String, String)> = (0..TRIES.min(self.urls.len()).max(1))
-            .map(|i| self.urls[(start + i) % self.urls.len()].clone())
+        self.next = (self.next + TRIES.min(n)) % n;
+        let tries: Vec<Target> = (0..TRIES.min(n).max(1))
+            .map(|i| self.targets[(start + i) % n].clone())
             .collect();
-        let bearer = self
-            .config
-            .authorization
-            .as_ref()
-            .map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
-        let timeout = self.config.poll_timeout;
+        let secret = self.config.authorization.as_ref();
+        let bearer = secret.map(|s| format!("Bearer {}", String::from_utf8_lossy(s.expose())));
+        // The secret goes in clear over plain http: only over https, unless the user opted in
+        // (ConsumerBuilder::lookupd_authorization_over_http).
+        let plain_http_ok = self.config.authorization_over_http;
+        let secret_set = secret.is_some();
         let fut = async move {
             let mut last = None;
-            for (lookupd, url) in tries {
-                match lookup(&client, &url, bearer.as_deref(), timeout).await {
-                    Ok(nsqd) => return Discovered::Producers { lookupd, nsqd },
+            for target in tries {
+                let lookupd = target.name;
+                let bearer = bearer_for(target.https, bearer.as_deref(), plain_http_ok);
+                if bearer.is_none() && secret_set {
+                    tracing::debug!(lookupd = %lookupd,
+                        "AUTH secret not sent to nsqlookupd over plain http");
+                }
+                let found = target
+                    .client
+                    .lookup_at(&target.path_and_query, bearer)
+                    .await;
+                match found.map(producers) {
+                    Ok((nsqd, _, 0)) => return vec![Discovered::Producers { lookupd, nsqd }],
+                    Ok((nsqd, skipped, count)) => {
+                        // The good entries are used; the bad ones are reported, not fatal.
+                        if let Some(first) = skipped.first() {
+                            tracing::warn!(lookupd = %lookupd, skipped = count, %first,
+                                "skipping unusable nsqlookupd entries");
+                        }
+                        let error = Error::SkippedProducers { skipped, count };
+                        return vec![
+                            Discovered::Producers {
+                                lookupd: lookupd.clone(),
+                                nsqd,
+                            },
+                            Discovered::Failed { lookupd, error },
+                        ];
+                    }
                     Err(error) => {
                         tracing::warn!(lookupd = %lookupd, %error, "nsqlookupd query failed");
                         last = Some(Discovered::Failed { lookupd, error });
                     }
                 }
             }
-            last.unwrap_or(Discovered::Failed {
+            vec![last.unwrap_or(Discovered::Failed {
                 lookupd: String::new(),
                 error: Error::NotConnected,
-            })
+            })]
         };
         ctx.spawn(fut.into_actor(self).map(|found, act, ctx| {
             act.querying = false;
-            act.consumer.do_send(found);
+            for found in found {
+                act.consumer.do_send(found);
+            }
             if std::mem::take(&mut act.query_again) {
                 act.query(ctx);
             }
@@ -169,53 +197,15 @@ impl LookupdDiscoverer {
     }
 }
 
-/// One lookup: the `host:port` of every nsqd listed, de-duplicated; an empty list for `404
-/// TOPIC_NOT_FOUND`.
-async fn lookup(
-    client: &awc::Client,
-    url: &str,
-    bearer: Option<&str>,
-    timeout: Duration,
-) -> Result<Vec<String>, Error> {
-    let mut request = client
-        .get(url)
-        .insert_header(("Accept", ACCEPT_V1))
-        .timeout(timeout);
-    if let Some(bearer) = bearer {
-        request = request.insert_header(("Authorization", bearer));
-    }
-    let mut response = request.send().await.map_err(|e| Error::Http {
-        status: 0,
-        message: e.to_string(),
-    })?;
-    let status = response.status().as_u16();
-    let v1 = response
-        .headers()
-        .get("X-NSQ-Content-Type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == CONTENT_TYPE_V1);
-    let body = response
-        .body()
-        .limit(4 * 1024 * 1024)
-        .await
-        .map_err(|e| Error::Http {
-            status,
-            message: e.to_string(),
-        })?;
-    if status == 404 && error_message(&body) == "TOPIC_NOT_FOUND" {
-        return Ok(Vec::new());
-    }
-    if status != 200 {
-        return Err(Error::Http {
-            status,
-            message: error_message(&body),
-        });
-    }
-    let answer: LookupResponse = match decode(&body, v1) {
-        Ok(answer) => answer,
-        Err((404, text)) if text == "TOPIC_NOT_FOUND" => return Ok(Vec::new()),
-        Err((status, message)) => return Err(Error::Http { status, message }),
-    };
+/// The `Authorization` value for an nsqlookupd: over https, or over plain http only when the
+/// user opted in (a bearer token in clear is anyone's on the path).
+fn bearer_for(https: bool, bearer: Option<&str>, plain_http_ok: bool) -> Option<&str> {
+    bearer.filter(|_| plain_http_ok || https)
+}
+
+/// The `host:port` of every nsqd listed, de-duplicated, and the entries skipped as unusable
+/// (the first few, and how many).
+fn producers(answer: crate::LookupResponse) -> (Vec<String>, Vec<crate::SkippedProducer>, usize) {
     let mut nsqd: Vec<String> = answer
         .producers
         .iter()
@@ -223,28 +213,16 @@ async fn lookup(
         .collect();
     nsqd.sort();
     nsqd.dedup();
-    Ok(nsqd)
-}
-
-/// An HTTP client for nsq's APIs: HTTP/1.1, the given timeout, and (only when some address is
-/// `https://`, as the root store costs a few hundred KB) rustls with the webpki roots.
-pub(crate) fn http_client(timeout: Duration, https: bool) -> awc::Client {
-    let mut connector = awc::Connector::new().timeout(timeout);
-    if https {
-        if let Ok(tls) = crate::transport::default_http_tls() {
-            connector = connector.rustls_0_23(tls);
-        }
-    }
-    awc::Client::builder()
-        .connector(connector)
-        .timeout(timeout)
-        .finish()
+    (nsqd, answer.skipped, answer.skipped_count)
 }
 
 impl Actor for LookupdDiscoverer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.targets.is_empty() {
+            return; // stopped for good (or nothing to query)
+        }
         self.query(ctx);
         let interval = self.config.poll_interval;
         let jitter = interval.mul_f64(self.config.poll_jitter * rand::rng().random::<f64>());
@@ -253,6 +231,24 @@ impl Actor for LookupdDiscoverer {
             act.query(ctx);
             ctx.run_interval(interval, |act, ctx| act.query(ctx));
         });
+    }
+}
+
+/// Supervised by its consumer's `Supervisor::start`: a restart loses the context's poll
+/// timer and any query in progress; `started()` queries at once and re-arms the timer.
+impl Supervised for LookupdDiscoverer {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.querying = false;
+        self.query_again = false;
+    }
+}
+
+impl Handler<StopDiscovery> for LookupdDiscoverer {
+    type Result = ();
+
+    fn handle(&mut self, _: StopDiscovery, ctx: &mut Context<Self>) {
+        self.targets.clear();
+        ctx.stop();
     }
 }
 
@@ -269,40 +265,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builds_urls_like_go_nsq() {
-        let t = Topic::new("events").unwrap();
-        let cases = [
-            (
-                "127.0.0.1:4161",
-                "http://127.0.0.1:4161/lookup?topic=events",
-            ),
-            (
-                "http://127.0.0.1:4161",
-                "http://127.0.0.1:4161/lookup?topic=events",
-            ),
-            (
-                "http://127.0.0.1:4161/",
-                "http://127.0.0.1:4161/lookup?topic=events",
-            ),
-            (
-                "https://lookupd:4161/custom",
-                "https://lookupd:4161/custom?topic=events",
-            ),
-            (
-                "http://h:1/lookup?x=1",
-                "http://h:1/lookup?x=1&topic=events",
-            ),
-        ];
-        for (addr, url) in cases {
-            assert_eq!(lookup_url(addr, &t).unwrap(), url);
-        }
-        let eph = Topic::new("t#ephemeral").unwrap();
-        assert_eq!(
-            lookup_url("h:1", &eph).unwrap(),
-            "http://h:1/lookup?topic=t%23ephemeral"
-        );
-        for bad in ["ftp://h:1", "http://h", "h", "http://:1", ""] {
-            assert!(lookup_url(bad, &t).is_err(), "{bad}");
-        }
+    fn the_secret_goes_over_https_or_by_opt_in() {
+        let b = Some("Bearer s");
+        assert_eq!(bearer_for(true, b, false), b);
+        assert_eq!(bearer_for(false, b, false), None);
+        assert_eq!(bearer_for(false, b, true), b);
+        assert_eq!(bearer_for(true, None, true), None);
     }
 }

@@ -26,14 +26,17 @@ pub enum RetryPolicy {
 
 /// Builds a [`Producer`].
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct ProducerBuilder {
     pub(crate) nsqd: Vec<String>,
+    /// The HTTP address of each nsqd, where known (same order as `nsqd`).
+    pub(crate) nsqd_http: Vec<Option<String>>,
     pub(crate) connection: ConnectionConfig,
     pub(crate) max_outstanding: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) max_defer: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) events: Option<Recipient<ConnectionEvent>>,
+    pub(crate) events: Vec<Recipient<ConnectionEvent>>,
 }
 
 impl ProducerBuilder {
@@ -47,12 +50,13 @@ impl ProducerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             nsqd: Vec::new(),
+            nsqd_http: Vec::new(),
             connection: ConnectionConfig::new(),
             max_outstanding: Self::DEFAULT_MAX_OUTSTANDING,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             max_defer: Self::DEFAULT_MAX_DEFER,
             retry: RetryPolicy::Never,
-            events: None,
+            events: Vec::new(),
         }
     }
 
@@ -60,6 +64,17 @@ impl ProducerBuilder {
     /// over when one is down.
     pub fn nsqd(mut self, addr: impl Into<String>) -> Self {
         self.nsqd.push(addr.into());
+        self.nsqd_http.push(None);
+        self
+    }
+
+    /// Adds an nsqd by its TCP address and its HTTP address (`host:4151` or a URL). Each time
+    /// the connection comes up, the producer reads the nsqd's `--max-msg-size` and
+    /// `--max-body-size` from `/config/..` and refuses larger publishes before writing them,
+    /// instead of learning the limits from the fatal error of a first oversized publish.
+    pub fn nsqd_with_http(mut self, tcp: impl Into<String>, http: impl Into<String>) -> Self {
+        self.nsqd.push(tcp.into());
+        self.nsqd_http.push(Some(http.into()));
         self
     }
 
@@ -94,9 +109,12 @@ impl ProducerBuilder {
         self
     }
 
-    /// Receives connection events (connected, disconnected, reconnecting, gave up, ...).
+    /// Adds a listener of connection events: connected, disconnected, reconnecting, gave up,
+    /// identify and AUTH results, heartbeats, responses, server errors, closed. Call it again
+    /// for more listeners; add and remove them later with
+    /// [`Producer::subscribe`](super::Producer::subscribe).
     pub fn events(mut self, recipient: Recipient<ConnectionEvent>) -> Self {
-        self.events = Some(recipient);
+        self.events.push(recipient);
         self
     }
 
@@ -112,6 +130,12 @@ impl ProducerBuilder {
         for addr in &self.nsqd {
             crate::conn::validate_addr(addr).map_err(|reason| Error::config("nsqd", reason))?;
         }
+        for http in self.nsqd_http.iter().flatten() {
+            crate::http::endpoint_base_url(http).map_err(|e| match e {
+                Error::Config { reason, .. } => Error::config("nsqd_http", reason),
+                other => other,
+            })?;
+        }
         if self.max_outstanding == 0 {
             return Err(Error::config("max_outstanding", "must be at least 1"));
         }
@@ -119,6 +143,18 @@ impl ProducerBuilder {
             return Err(Error::config(
                 "request_timeout",
                 "must be greater than zero",
+            ));
+        }
+        ConnectionConfig::validate_max_defer(self.max_defer)?;
+        // Without heartbeats nothing proves the link alive: a producer only writes, so a
+        // half-open connection (peer gone without FIN/RST) would swallow every publish until
+        // request_timeout, for as long as TCP takes to give up (~15 min on Linux). nsqd
+        // allows it; we refuse it rather than offer a setting that turns a dead nsqd into a
+        // silent black hole.
+        if self.connection.heartbeat().is_none() {
+            return Err(Error::config(
+                "heartbeat_interval",
+                "a producer needs heartbeats to notice a dead link; use Some(1 s..=60 s)",
             ));
         }
         self.connection.validate()
@@ -130,13 +166,11 @@ impl ProducerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration.
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
+    /// [`Error::Config`] for an invalid configuration; [`Error::NoActixSystem`] outside a
+    /// running actix `System` (actors need one).
     pub fn start(self) -> Result<Producer, Error> {
         self.validate()?;
+        crate::runtime::ensure_actix_system("a Producer")?;
         Ok(Producer::start(self))
     }
 }
@@ -145,12 +179,20 @@ impl fmt::Debug for ProducerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProducerBuilder")
             .field("nsqd", &self.nsqd)
+            .field(
+                "nsqd_http",
+                &self
+                    .nsqd_http
+                    .iter()
+                    .map(|h| h.as_deref().map(crate::http::redact_credentials))
+                    .collect::<Vec<_>>(),
+            )
             .field("connection", &self.connection)
             .field("max_outstanding", &self.max_outstanding)
             .field("request_timeout", &self.request_timeout)
             .field("max_defer", &self.max_defer)
             .field("retry", &self.retry)
-            .field("events", &self.events.is_some())
+            .field("events", &self.events.len())
             .finish()
     }
 }

@@ -32,6 +32,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// most about 1.7 s for RDY (the `latency` tests in `src/rdy` simulate it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "settings do nothing until passed on"]
 pub struct FlowControl {
     /// The most messages in flight at once, over all connections; 0 pauses the consumer.
     ///

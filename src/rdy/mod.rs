@@ -18,4 +18,4 @@ mod tests;
 pub use backoff::BackoffStrategy;
 pub(crate) use config::check_range;
 pub use config::FlowControl;
-pub(crate) use policy::{ConnId, Outcome, RdyAction, RdyPolicy};
+pub(crate) use policy::{LinkId, Outcome, RdyAction, RdyPolicy};

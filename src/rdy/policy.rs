@@ -13,6 +13,19 @@
 //! handed on once those messages are done. Whenever a window is open (`in_flight < rdy`), the
 //! occupancy over all connections is at most the capacity, so nsqd can never push the
 //! in-flight total past `max_in_flight`.
+//!
+//! Write order: only the link whose own event is being handled (the *caller*) writes its new
+//! RDY at once; any other link is told through its mailbox and writes later (then reports it
+//! with [`RdyPolicy::written`]). Until then nsqd still acts on the RDY it last read there, so
+//! raises are granted from *claims*, not from the counts decided: a link claims
+//! `max(rdy on the wire, rdy decided, in_flight)` slots, and a raise gets only
+//! `capacity - Σ other claims`. A link lowered through its mailbox keeps its old claim until
+//! it has written the lower; the share it gives up is granted when it does (or when messages
+//! are done, or a link goes). So the RDY on the wire never adds up past the capacity. go-nsq
+//! caps a raise the same way (`updateRDY`, `consumer.go:939-980`: `max_in_flight -
+//! totalRdyCount`), counting a RDY at `sendRDY` (`982-1002`), which writes it at once.
+//! Left open, as in go-nsq: a message nsqd sent just before it read a lower already written
+//! is still on its way; it counts from its arrival (`message_received`), not before.
 
 use std::{
     collections::BTreeMap,
@@ -22,21 +35,25 @@ use std::{
 
 use rand::Rng;
 
+mod rotation;
+
 use super::{
     backoff::{BackoffChange, BackoffSignal, BackoffState},
     config::FlowControl,
     split::even_split,
 };
 
-/// Identifies one nsqd connection for the lifetime of that connection. The actor hands out
-/// fresh, increasing ids: the order of ids is the order in which the remainder of an uneven
-/// split is given out.
+/// Identifies one link (one successful handshake with one nsqd): the single id type the RDY
+/// policy, the flow core and the connection actors share. A fresh id per link means a `SetRdy`
+/// or an answer meant for a link that has since died cannot land on its successor. Ids are
+/// handed out increasing (`conn::next_link_id`): the order of ids is the order in which the
+/// remainder of an uneven split is given out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct ConnId(pub(crate) u64);
+pub(crate) struct LinkId(pub(crate) u64);
 
-impl fmt::Display for ConnId {
+impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}", self.0)
+        write!(f, "link#{}", self.0)
     }
 }
 
@@ -69,7 +86,7 @@ pub(crate) enum RdyAction {
     /// Write `RDY count` on the connection. Never a duplicate of the last count sent.
     SendRdy {
         /// The connection.
-        conn: ConnId,
+        conn: LinkId,
         /// The new RDY count, at most that nsqd's `max_rdy_count`.
         count: u32,
     },
@@ -81,8 +98,11 @@ pub(crate) enum RdyAction {
 #[derive(Debug, Clone)]
 struct Conn {
     max_rdy: u32,
-    /// The last count sent (0 before any: nsqd starts a subscriber at RDY 0).
+    /// The last count decided (0 before any: nsqd starts a subscriber at RDY 0).
     rdy: u32,
+    /// The last count written on the link. Differs from `rdy` while a change made by another
+    /// link's event waits in this link's mailbox.
+    wire: u32,
     in_flight: u32,
     /// Place in the round-robin queue: smaller waited longer. Renewed whenever RDY drops to 0.
     ticket: u64,
@@ -98,6 +118,12 @@ struct Conn {
 impl Conn {
     fn occupancy(&self) -> u64 {
         u64::from(self.rdy.max(self.in_flight))
+    }
+
+    /// The slots this link may fill before anything else is decided: what nsqd may still
+    /// send on the RDY it read, what a pending change will let it send, what is in flight.
+    fn claim(&self) -> u64 {
+        u64::from(self.wire.max(self.rdy).max(self.in_flight))
     }
 
     fn window_open(&self) -> bool {
@@ -120,11 +146,17 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct RdyPolicy {
     max_in_flight: u32,
+    /// False while no handler can take a message: capacity 0, `max_in_flight` untouched.
+    handlers_available: bool,
     redistribute_interval: Duration,
     idle_timeout: Duration,
     held_timeout: Duration,
     backoff: BackoffState,
-    conns: BTreeMap<ConnId, Conn>,
+    conns: BTreeMap<LinkId, Conn>,
+    /// The RDY each link should have, as the last rebalance decided. Raises it could not
+    /// grant yet (other links' claims) are granted towards these when slots are written
+    /// free, without deciding the rotation again.
+    targets: BTreeMap<LinkId, u32>,
     next_ticket: u64,
 }
 
@@ -133,6 +165,7 @@ impl RdyPolicy {
     pub(crate) fn new(flow: &FlowControl) -> Self {
         Self {
             max_in_flight: flow.max_in_flight,
+            handlers_available: true,
             redistribute_interval: flow.rdy_redistribute_interval,
             idle_timeout: flow.low_rdy_idle_timeout,
             held_timeout: flow.low_rdy_timeout,
@@ -142,6 +175,7 @@ impl RdyPolicy {
                 flow.max_backoff_duration,
             ),
             conns: BTreeMap::new(),
+            targets: BTreeMap::new(),
             next_ticket: 0,
         }
     }
@@ -150,7 +184,7 @@ impl RdyPolicy {
     /// queue; in normal mode the others are lowered first and it takes what fits.
     pub(crate) fn connected(
         &mut self,
-        conn: ConnId,
+        conn: LinkId,
         max_rdy_count: u32,
         now: Instant,
     ) -> Vec<RdyAction> {
@@ -158,6 +192,7 @@ impl RdyPolicy {
         let state = Conn {
             max_rdy: max_rdy_count,
             rdy: 0,
+            wire: 0,
             in_flight: 0,
             ticket,
             granted_at: now,
@@ -167,17 +202,17 @@ impl RdyPolicy {
         if self.conns.insert(conn, state).is_some() {
             tracing::warn!(%conn, "connection id reused; its previous state was dropped");
         }
-        self.rebalanced(now)
+        self.rebalanced(now, Some(conn))
     }
 
     /// A connection is gone, with its RDY and its in-flight messages (nsqd times those out).
     /// Its share goes to the others; if it held the single test RDY of a backoff, another
     /// connection gets it (go-nsq PR #106/#127).
-    pub(crate) fn disconnected(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn disconnected(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         if self.conns.remove(&conn).is_none() {
             return Vec::new();
         }
-        self.rebalanced(now)
+        self.rebalanced(now, None)
     }
 
     /// The link died but its handlers are still working on messages it delivered. Its RDY is
@@ -186,7 +221,7 @@ impl RdyPolicy {
     /// the number of messages being handled past `max_in_flight`. Call
     /// [`disconnected`](Self::disconnected) once nsqd has requeued them (after `msg_timeout`),
     /// so a handler that never answers cannot hold a slot forever.
-    pub(crate) fn lost(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn lost(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
@@ -194,19 +229,36 @@ impl RdyPolicy {
             return self.disconnected(conn, now);
         }
         c.rdy = 0;
+        c.wire = 0;
         c.max_rdy = 0;
         c.lost = true;
-        self.rebalanced(now)
+        self.rebalanced(now, None)
     }
 
     /// Changes `max_in_flight` at once: 0 pauses (RDY 0 everywhere), any other value resumes.
     pub(crate) fn set_max_in_flight(&mut self, max_in_flight: u32, now: Instant) -> Vec<RdyAction> {
         self.max_in_flight = max_in_flight;
-        self.rebalanced(now)
+        self.rebalanced(now, None)
+    }
+
+    /// Whether any handler can take a message. While not, every connection gets RDY 0 and
+    /// what is in flight keeps its slots; when handlers are back, the normal distribution
+    /// returns. Unlike `set_max_in_flight(0)`, the user's `max_in_flight` is kept, and no
+    /// outcome is counted, so backoff is not touched either.
+    pub(crate) fn set_handlers_available(
+        &mut self,
+        available: bool,
+        now: Instant,
+    ) -> Vec<RdyAction> {
+        if self.handlers_available == available {
+            return Vec::new();
+        }
+        self.handlers_available = available;
+        self.rebalanced(now, None)
     }
 
     /// A message arrived on `conn`.
-    pub(crate) fn message_received(&mut self, conn: ConnId, now: Instant) -> Vec<RdyAction> {
+    pub(crate) fn message_received(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
@@ -217,14 +269,34 @@ impl RdyPolicy {
             return Vec::new();
         }
         // nsqd sent it before reading a lower RDY: the slot it takes must come from elsewhere.
-        self.rebalanced(now)
+        self.rebalanced(now, Some(conn))
+    }
+
+    /// Link `conn` wrote the RDY decided for it (see [`rdy`](Self::rdy)) after a change made
+    /// by another link's event reached it through its mailbox. A lower frees the slots it
+    /// gave up, so raises that waited for them are granted now. The returned `SendRdy` for
+    /// `conn` itself, if any, is to be written at once, like the caller's of any event.
+    pub(crate) fn written(&mut self, conn: LinkId, now: Instant) -> Vec<RdyAction> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let before = c.claim();
+        c.wire = c.rdy;
+        if c.claim() == before {
+            return Vec::new(); // a raise written, or nothing new: no slot freed
+        }
+        // Only grant what waited: deciding again could take a slot from a holder just
+        // because a lowered link counts as waiting again for a moment.
+        let mut out = Vec::new();
+        self.raise(self.capacity(), Some(conn), now, &mut out);
+        out
     }
 
     /// A message of `conn` was answered. Call it before writing the FIN/REQ, and write the
     /// returned `SendRdy`s first.
     pub(crate) fn message_done(
         &mut self,
-        conn: ConnId,
+        conn: LinkId,
         outcome: Outcome,
         now: Instant,
         rng: &mut impl Rng,
@@ -234,8 +306,9 @@ impl RdyPolicy {
             if c.in_flight == 0 {
                 tracing::warn!(%conn, "message done without a message in flight");
             } else {
-                slot_freed = c.in_flight > c.rdy;
+                let before = c.claim();
                 c.in_flight -= 1;
+                slot_freed = c.claim() < before;
             }
             c.last_activity = now;
             if c.lost && c.in_flight == 0 {
@@ -248,7 +321,7 @@ impl RdyPolicy {
         match change {
             BackoffChange::Unchanged => {
                 if slot_freed || self.occupancy() > u64::from(self.capacity()) {
-                    self.rebalance(now, &mut out);
+                    self.rebalance(now, Some(conn), &mut out);
                 }
             }
             BackoffChange::Started(pause) => {
@@ -257,12 +330,12 @@ impl RdyPolicy {
                     ?pause,
                     "backing off, RDY 0 everywhere"
                 );
-                self.rebalance(now, &mut out);
+                self.rebalance(now, Some(conn), &mut out);
                 out.push(RdyAction::StartBackoffTimer(pause));
             }
             BackoffChange::Ended => {
                 tracing::info!("backoff ended, back to full RDY");
-                self.rebalance(now, &mut out);
+                self.rebalance(now, Some(conn), &mut out);
             }
         }
         out
@@ -279,13 +352,13 @@ impl RdyPolicy {
             level = self.backoff.level(),
             "backoff pause over, testing the waters"
         );
-        self.rebalanced(now)
+        self.rebalanced(now, None)
     }
 
     /// Periodic redistribution in low-RDY mode: connections idle or holding RDY too long give
     /// it to those that waited longest. Harmless (a no-op) in any other mode.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<RdyAction> {
-        self.rebalanced(now)
+        self.rebalanced(now, None)
     }
 
     /// How often [`tick`](Self::tick) should be called now: `Some` while connections
@@ -297,20 +370,26 @@ impl RdyPolicy {
         (slots > 0 && live > slots).then_some(self.redistribute_interval)
     }
 
-    /// The RDY counts as last sent, summed.
+    /// The RDY counts as last decided, summed.
     pub(crate) fn total_rdy(&self) -> u64 {
         self.conns.values().map(|c| u64::from(c.rdy)).sum()
     }
 
+    /// The RDY last decided for `conn`: what it writes when its mailbox tells it RDY changed;
+    /// `None` for an unknown connection.
+    pub(crate) fn decided_rdy(&self, conn: LinkId) -> Option<u32> {
+        self.conns.get(&conn).map(|c| c.rdy)
+    }
+
     #[cfg(test)]
-    /// The RDY last sent on `conn`; 0 for an unknown connection.
-    pub(crate) fn rdy(&self, conn: ConnId) -> u32 {
+    /// The RDY last decided for `conn`; 0 for an unknown connection.
+    pub(crate) fn rdy(&self, conn: LinkId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.rdy)
     }
 
     #[cfg(test)]
     /// Messages of `conn` not yet answered; 0 for an unknown connection.
-    pub(crate) fn in_flight(&self, conn: ConnId) -> u32 {
+    pub(crate) fn in_flight(&self, conn: LinkId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.in_flight)
     }
 
@@ -344,10 +423,10 @@ impl RdyPolicy {
         self.max_in_flight
     }
 
-    /// How many messages may be in flight right now: 0 when paused or during a backoff pause,
-    /// 1 while backoff tests the waters, otherwise `max_in_flight`.
+    /// How many messages may be in flight right now: 0 when paused, with no handler available
+    /// or during a backoff pause, 1 while backoff tests the waters, otherwise `max_in_flight`.
     fn capacity(&self) -> u32 {
-        if self.backoff.timer_running() {
+        if !self.handlers_available || self.backoff.timer_running() {
             0
         } else if self.backoff.in_backoff() {
             self.max_in_flight.min(1)
@@ -365,27 +444,31 @@ impl RdyPolicy {
         self.next_ticket
     }
 
-    fn rebalanced(&mut self, now: Instant) -> Vec<RdyAction> {
+    fn claims(&self) -> u64 {
+        self.conns.values().map(Conn::claim).sum()
+    }
+
+    fn rebalanced(&mut self, now: Instant, caller: Option<LinkId>) -> Vec<RdyAction> {
         let mut out = Vec::new();
-        self.rebalance(now, &mut out);
+        self.rebalance(now, caller, &mut out);
         out
     }
 
-    fn rebalance(&mut self, now: Instant, out: &mut Vec<RdyAction>) {
+    /// `caller`: the link whose event this is, which writes its `SendRdy` at once; everyone
+    /// else's goes through a mailbox and takes effect later.
+    fn rebalance(&mut self, now: Instant, caller: Option<LinkId>, out: &mut Vec<RdyAction>) {
         if self.conns.is_empty() {
             return;
         }
         let capacity = self.capacity();
         let targets = self.targets(capacity, now);
-        let mut queue: Vec<(u64, ConnId)> =
-            self.conns.iter().map(|(id, c)| (c.ticket, *id)).collect();
-        queue.sort_unstable();
+        let queue = self.queue();
 
         // Lower in queue order, so connections released together keep their relative order.
         for &(_, id) in &queue {
             let target = targets.get(&id).copied().unwrap_or(0);
             if self.conns.get(&id).is_some_and(|c| c.rdy > target) {
-                self.set_rdy(id, target, now, out);
+                self.set_rdy(id, target, caller, now, out);
             }
         }
 
@@ -404,31 +487,80 @@ impl RdyPolicy {
                 let cut = (c.rdy - c.in_flight).min(u32::try_from(excess).unwrap_or(u32::MAX));
                 excess -= u64::from(cut);
                 let count = c.rdy - cut;
-                self.set_rdy(id, count, now, out);
+                self.set_rdy(id, count, caller, now, out);
             }
         }
 
-        // Raise, longest-waiting first, within the capacity left by everyone else.
-        let mut occupied = self.occupancy();
-        for &(_, id) in &queue {
-            let target = targets.get(&id).copied().unwrap_or(0);
+        // Raises granted earlier but not yet written (they wait in a mailbox) may no longer
+        // fit once the capacity dropped while other links' lowers are not written either:
+        // take them back, newest first. They never reached nsqd, so nothing is withdrawn
+        // on the wire; they are granted again when the slots are free.
+        let mut excess = self.claims().saturating_sub(u64::from(capacity));
+        for &(_, id) in queue.iter().rev() {
+            if excess == 0 {
+                break;
+            }
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            let floor = c.wire.max(c.in_flight);
+            if c.rdy > floor {
+                let cut = (c.rdy - floor).min(u32::try_from(excess).unwrap_or(u32::MAX));
+                excess -= u64::from(cut);
+                let count = c.rdy - cut;
+                self.set_rdy(id, count, caller, now, out);
+            }
+        }
+
+        self.targets = targets;
+        self.raise(capacity, caller, now, out);
+    }
+
+    /// The links in round-robin order, longest-waiting first.
+    fn queue(&self) -> Vec<(u64, LinkId)> {
+        let mut queue: Vec<(u64, LinkId)> =
+            self.conns.iter().map(|(id, c)| (c.ticket, *id)).collect();
+        queue.sort_unstable();
+        queue
+    }
+
+    /// Raises towards the targets, longest-waiting first, within the capacity the others'
+    /// claims leave: a link lowered but not yet written still claims its old RDY, so the
+    /// share it gives up waits until it is written.
+    fn raise(
+        &mut self,
+        capacity: u32,
+        caller: Option<LinkId>,
+        now: Instant,
+        out: &mut Vec<RdyAction>,
+    ) {
+        let mut claimed = self.claims();
+        for (_, id) in self.queue() {
+            let target = self.targets.get(&id).copied().unwrap_or(0);
             let Some(c) = self.conns.get(&id) else {
                 continue;
             };
             if c.rdy >= target {
                 continue;
             }
-            let own = c.occupancy();
-            let room = u64::from(capacity).saturating_sub(occupied - own);
+            let own = c.claim();
+            let room = u64::from(capacity).saturating_sub(claimed - own);
             let count = target.min(u32::try_from(room).unwrap_or(u32::MAX));
             if count > c.rdy {
-                occupied = occupied - own + u64::from(count.max(c.in_flight));
-                self.set_rdy(id, count, now, out);
+                claimed = claimed - own + own.max(u64::from(count));
+                self.set_rdy(id, count, caller, now, out);
             }
         }
     }
 
-    fn set_rdy(&mut self, id: ConnId, count: u32, now: Instant, out: &mut Vec<RdyAction>) {
+    fn set_rdy(
+        &mut self,
+        id: LinkId,
+        count: u32,
+        caller: Option<LinkId>,
+        now: Instant,
+        out: &mut Vec<RdyAction>,
+    ) {
         let ticket = self.next_ticket + 1;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -436,7 +568,9 @@ impl RdyPolicy {
         if c.rdy == count {
             return;
         }
-        if count == 0 {
+        if count == 0 && c.wire > 0 {
+            // It had its turn: to the back of the queue. (A grant taken back before it was
+            // written was no turn.)
             c.ticket = ticket;
             self.next_ticket = ticket;
         } else if c.rdy == 0 {
@@ -445,71 +579,9 @@ impl RdyPolicy {
         }
         tracing::debug!(conn = %id, rdy = count, previous = c.rdy, in_flight = c.in_flight, "RDY");
         c.rdy = count;
+        if caller == Some(id) {
+            c.wire = count;
+        }
         out.push(RdyAction::SendRdy { conn: id, count });
-    }
-
-    /// The RDY each connection should have with `capacity` slots.
-    fn targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
-        if capacity == 0 {
-            return BTreeMap::new();
-        }
-        let live = self.conns.values().filter(|c| !c.lost).count();
-        if live <= usize::try_from(capacity).unwrap_or(usize::MAX) {
-            let caps: Vec<(ConnId, u32)> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| !c.lost)
-                .map(|(id, c)| (*id, c.max_rdy))
-                .collect();
-            return even_split(capacity, &caps);
-        }
-        self.rotation_targets(capacity, now)
-    }
-
-    /// Low-RDY mode (more connections than slots): at most one RDY per connection, rotating.
-    /// A holder gives its slot back when idle for `low_rdy_idle_timeout` or after holding it
-    /// `low_rdy_timeout`, but only if a waiting connection can use it; free slots go to the
-    /// connections that waited longest (go-nsq picks at random: an nsqd could wait forever).
-    fn rotation_targets(&self, capacity: u32, now: Instant) -> BTreeMap<ConnId, u32> {
-        let slots = usize::try_from(capacity).unwrap_or(usize::MAX);
-        let mut waiting: Vec<(u64, ConnId)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.can_take_slot())
-            .map(|(id, c)| (c.ticket, *id))
-            .collect();
-        waiting.sort_unstable();
-        let holders: Vec<(&ConnId, &Conn)> = self.conns.iter().filter(|(_, c)| c.rdy > 0).collect();
-
-        let free_now = slots.saturating_sub(holders.len());
-        let wanted = waiting.len().saturating_sub(free_now);
-        let mut expired: Vec<(Instant, u64, ConnId)> = holders
-            .iter()
-            .filter(|(_, c)| self.should_give_up_slot(c, now))
-            .map(|(id, c)| (c.granted_at, c.ticket, **id))
-            .collect();
-        expired.sort_unstable();
-        expired.truncate(wanted);
-
-        // Holders beyond the slots (max_in_flight lowered, or a new connection ended normal
-        // mode) keep the most recent grants; the longest holders give way.
-        let mut keep: Vec<(Instant, u64, ConnId)> = holders
-            .iter()
-            .filter(|(id, _)| !expired.iter().any(|(_, _, e)| e == *id))
-            .map(|(id, c)| (c.granted_at, c.ticket, **id))
-            .collect();
-        keep.sort_unstable_by(|a, b| b.cmp(a));
-        keep.truncate(slots);
-
-        let free = slots - keep.len();
-        let kept = keep.iter().map(|(_, _, id)| *id);
-        let granted = waiting.iter().take(free).map(|(_, id)| *id);
-        kept.chain(granted).map(|id| (id, 1)).collect()
-    }
-
-    fn should_give_up_slot(&self, c: &Conn, now: Instant) -> bool {
-        let idle = now.saturating_duration_since(c.last_activity);
-        let held = now.saturating_duration_since(c.granted_at);
-        (c.window_open() && idle >= self.idle_timeout) || held >= self.held_timeout
     }
 }

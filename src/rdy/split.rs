@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use super::ConnId;
+use super::LinkId;
 
 /// Splits `budget` as evenly as the connections' `max_rdy_count`s allow. Connections capped
 /// below an even share take their cap and the others share what is left (water-filling).
 /// The remainder goes one by one to the oldest connections (nsqjs, `readerrdy.js`): go-nsq's
 /// plain `mif / n` leaves `mif % n` slots unused for good, e.g. only 2 of 3 with two nsqd.
-pub(super) fn even_split(budget: u32, caps: &[(ConnId, u32)]) -> BTreeMap<ConnId, u32> {
+pub(super) fn even_split(budget: u32, caps: &[(LinkId, u32)]) -> BTreeMap<LinkId, u32> {
     let mut by_cap: Vec<usize> = (0..caps.len()).collect();
     by_cap.sort_unstable_by_key(|&i| (caps[i].1, i));
     let mut shares = BTreeMap::new();
@@ -45,10 +45,10 @@ mod tests {
     use super::*;
 
     fn split(budget: u32, caps: &[u32]) -> Vec<u32> {
-        let caps: Vec<(ConnId, u32)> = caps
+        let caps: Vec<(LinkId, u32)> = caps
             .iter()
             .enumerate()
-            .map(|(i, cap)| (ConnId(i as u64), *cap))
+            .map(|(i, cap)| (LinkId(i as u64), *cap))
             .collect();
         let shares = even_split(budget, &caps);
         caps.iter().map(|(id, _)| shares[id]).collect()

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 
 /// Builds an [`Rsmq`]: where Redis is, the namespace, realtime notifications and timeouts.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct RsmqBuilder {
     client: redis::Client,
     namespace: String,
@@ -28,7 +29,7 @@ impl RsmqBuilder {
     /// How long a command may wait for its reply. A send that times out may still have been
     /// stored ([`Error::outcome_unknown`]).
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-    /// How long one connection attempt may take.
+    /// How long connecting may take.
     pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// A builder for an existing `redis` client, with the defaults.
@@ -85,7 +86,8 @@ impl RsmqBuilder {
         self
     }
 
-    /// How long one connection attempt may take.
+    /// How long [`build`](Self::build) may take to connect, retries included (default 5 s).
+    /// Later reconnections bound each attempt by it.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self
@@ -99,7 +101,8 @@ impl RsmqBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] (`namespace`) for an empty namespace; [`Error::Redis`] when Redis
-    /// cannot be reached.
+    /// cannot be reached; [`Error::Timeout`] when no connection was made within
+    /// `connection_timeout` (a Redis that accepts and never answers, e.g. a stopped process).
     pub async fn build(self) -> Result<Rsmq> {
         let Self {
             client,
@@ -114,13 +117,24 @@ impl RsmqBuilder {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(connection_timeout));
-        let conn = client.get_connection_manager_with_config(config).await?;
+        // The manager retries a failed attempt 6 times with growing delays, each attempt
+        // bounded by connection_timeout: 44.5 s against a Redis that accepts and never
+        // answers. The documented bound is for the whole connect.
+        let connect = client.get_connection_manager_with_config(config);
+        let conn = tokio::time::timeout(connection_timeout, connect)
+            .await
+            .map_err(|_| {
+                tracing::warn!(redis = %client.get_connection_info().addr(), ?connection_timeout,
+                    "no Redis connection within connection_timeout");
+                Error::Timeout("connecting to Redis (connection_timeout)")
+            })??;
         tracing::debug!(redis = %client.get_connection_info().addr(), namespace, "rsmq connected");
         Ok(Rsmq {
             conn,
             client,
             prefix: Arc::from(format!("{namespace}:")),
             realtime,
+            connection_timeout,
         })
     }
 }
@@ -156,6 +170,8 @@ pub struct Rsmq {
     /// `{namespace}:`
     pub(crate) prefix: Arc<str>,
     pub(crate) realtime: bool,
+    /// Bounds the realtime subscription's own connections too.
+    pub(crate) connection_timeout: Duration,
 }
 
 impl fmt::Debug for Rsmq {

@@ -211,7 +211,7 @@ impl Rsmq {
             DONE => Ok(DeleteOutcome::Deleted),
             NOT_OWNED => Ok(DeleteOutcome::NotOwned),
             NOT_FOUND => Ok(DeleteOutcome::NotFound),
-            _ => Err(Error::Redis(format!(
+            _ => Err(Error::redis(format!(
                 "unexpected reply {code} from the delete script"
             ))),
         }
@@ -291,7 +291,7 @@ impl Rsmq {
             DONE => Ok(VisibilityOutcome::Changed),
             NOT_OWNED => Ok(VisibilityOutcome::NotOwned),
             NOT_FOUND => Ok(VisibilityOutcome::NotFound),
-            _ => Err(Error::Redis(format!(
+            _ => Err(Error::redis(format!(
                 "unexpected reply {code} from the visibility script"
             ))),
         }

@@ -70,25 +70,24 @@
 //! | `vt`, `delay`, `maxsize` out of range or not whole seconds (Node `invalidValue`) | [`Error::Config`](crate::Error::Config), `field` = `"vt"`, `"delay"` or `"maxsize"` |
 //! | body over `maxsize` (Node `messageTooLong`) | [`Error::InvalidBody`](crate::Error::InvalidBody) with [`BodyError::TooLarge`](crate::BodyError::TooLarge) |
 //! | received body is not UTF-8 | [`Error::InvalidBody`](crate::Error::InvalidBody) with [`BodyError::NotUtf8`](crate::BodyError::NotUtf8) |
-//! | `queueNotFound`, `queueExists`, `noAttributeSupplied`, and `invalidValue` for an unreadable stored `vt`/`delay` | [`Error::Rsmq`](crate::Error::Rsmq) with Node's name as `kind` |
+//! | `queueNotFound`, `queueExists`, `noAttributeSupplied`, and `invalidValue` for an unreadable stored `vt`/`delay` | [`Error::Rsmq`](crate::Error::Rsmq) with an [`RsmqErrorKind`](crate::RsmqErrorKind) (`Display` is Node's name); ask [`Error::is_queue_not_found`](crate::Error::is_queue_not_found), [`is_queue_exists`](crate::Error::is_queue_exists), ... |
 //! | no reply within the response timeout | [`Error::Timeout`](crate::Error::Timeout) (a send may have been stored) |
 //! | any other Redis or connection error | [`Error::Redis`](crate::Error::Redis) |
 //!
 //! # Consuming
 //!
 //! [`RsmqConsumer`] receives from a queue and feeds the crate's handler contract
-//! ([`Delivery`](crate::Delivery), handler actors or closures), with a concurrency bound,
-//! checked answers, auto-extension, give-up hooks and dead-letter queues, realtime wake-ups and
-//! a graceful stop.
+//! ([`Delivery`](crate::Delivery); handler actors, supervised or not, closures or blocking
+//! handlers, set as on the NSQ [`ConsumerBuilder`](crate::ConsumerBuilder)), with a
+//! concurrency bound, checked answers, auto-extension, give-up hooks and dead-letter queues,
+//! realtime wake-ups and a graceful stop. Like [`Consumer`](crate::Consumer) it is a cheap
+//! handle: [`stop`](RsmqConsumer::stop) / [`stop_within`](RsmqConsumer::stop_within),
+//! [`stats`](RsmqConsumer::stats), and [events](RsmqConsumerEvent) from the builder.
 //!
 //! Needs Redis 5 or later. The client is async on tokio and runs in an actix `System` too.
 
 mod client;
 mod consumer;
-mod consumer_actor;
-mod consumer_answer;
-mod consumer_builder;
-mod consumer_wake;
 mod id;
 mod messages;
 mod realtime;
@@ -98,9 +97,7 @@ mod types;
 mod validate;
 
 pub use client::{Rsmq, RsmqBuilder};
-pub use consumer::{
-    RsmqConsumer, RsmqConsumerBuilder, RsmqConsumerEvent, RsmqConsumerHandle, RsmqConsumerStats,
-};
+pub use consumer::{RsmqConsumer, RsmqConsumerBuilder, RsmqConsumerEvent, RsmqConsumerStats};
 pub use realtime::{Notification, Notifications};
 pub use types::{
     DeleteOutcome, MaxSize, QueueAttributes, QueueChanges, QueueOptions, RsmqMessage,

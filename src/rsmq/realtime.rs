@@ -13,7 +13,7 @@ use futures_util::{stream::BoxStream, Stream, StreamExt};
 use redis::aio::PubSubStream;
 
 use super::{client::Rsmq, validate};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The first wait before resubscribing after the subscription connection dropped; doubled per
 /// failed attempt up to [`MAX_RESUBSCRIBE_DELAY`].
@@ -76,7 +76,9 @@ impl Rsmq {
     /// # Errors
     ///
     /// [`Error::InvalidName`](crate::Error::InvalidName), [`Error::Redis`](crate::Error::Redis)
-    /// when the first subscription fails.
+    /// when the first subscription fails, [`Error::Timeout`](crate::Error::Timeout) when it
+    /// takes longer than [`connection_timeout`](super::RsmqBuilder::connection_timeout) (a
+    /// Redis that accepts and never answers).
     ///
     /// # Example
     ///
@@ -99,11 +101,13 @@ impl Rsmq {
     pub async fn subscribe(&self, qname: &str) -> Result<Notifications> {
         validate::queue_name(qname)?;
         let channel = format!("{}rt:{qname}", self.prefix);
-        let live = subscribe_once(&self.client, &channel).await?;
+        let timeout = self.connection_timeout;
+        let live = subscribe_once(&self.client, &channel, timeout).await?;
         let state = State {
             client: self.client.clone(),
             channel,
             live: Some(live),
+            timeout,
         };
         let inner = futures_util::stream::unfold(state, next_notification).boxed();
         Ok(Notifications {
@@ -118,12 +122,26 @@ struct State {
     channel: String,
     /// `None` while reconnecting.
     live: Option<PubSubStream>,
+    /// Bound on one (re)subscription: connecting plus SUBSCRIBE.
+    timeout: Duration,
 }
 
-async fn subscribe_once(client: &redis::Client, channel: &str) -> redis::RedisResult<PubSubStream> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub.into_on_message())
+/// A subscription on a connection of its own, within `timeout`: without the bound, a Redis
+/// that accepts and never answers (a stopped process) would hang it forever.
+async fn subscribe_once(
+    client: &redis::Client,
+    channel: &str,
+    timeout: Duration,
+) -> Result<PubSubStream> {
+    let subscribe = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>(pubsub.into_on_message())
+    };
+    match tokio::time::timeout(timeout, subscribe).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Timeout("subscribing to Redis (connection_timeout)")),
+    }
 }
 
 async fn next_notification(mut state: State) -> Option<(Notification, State)> {
@@ -131,7 +149,7 @@ async fn next_notification(mut state: State) -> Option<(Notification, State)> {
     loop {
         let Some(live) = state.live.as_mut() else {
             tokio::time::sleep(resubscribe_delay(attempt)).await;
-            match subscribe_once(&state.client, &state.channel).await {
+            match subscribe_once(&state.client, &state.channel, state.timeout).await {
                 Ok(live) => {
                     tracing::info!(channel = state.channel, "rsmq realtime resubscribed");
                     state.live = Some(live);

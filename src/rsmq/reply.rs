@@ -9,7 +9,9 @@ use super::{
     types::{QueueAttributes, RsmqMessage},
     validate::{parse_int, stored_maxsize, stored_seconds},
 };
-use crate::error::{BodyError, Error, NameKind, Result};
+use std::sync::Arc;
+
+use crate::error::{BodyError, Error, NameKind, Result, RsmqErrorKind};
 
 /// Script return code: the queue does not exist.
 pub(crate) const QUEUE_NOT_FOUND: i64 = -1;
@@ -21,34 +23,37 @@ impl From<redis::RedisError> for Error {
         if e.is_timeout() {
             Error::Timeout("redis response")
         } else {
-            Error::Redis(e.to_string())
+            Error::Redis {
+                message: e.to_string(),
+                source: Some(Arc::new(e)),
+            }
         }
     }
 }
 
 pub(crate) fn queue_not_found(qname: &str) -> Error {
     Error::Rsmq {
-        kind: "queueNotFound",
+        kind: RsmqErrorKind::QueueNotFound,
         message: format!("Queue not found: {qname}"),
     }
 }
 
 pub(crate) fn queue_exists(qname: &str) -> Error {
     Error::Rsmq {
-        kind: "queueExists",
+        kind: RsmqErrorKind::QueueExists,
         message: format!("Queue exists: {qname}"),
     }
 }
 
 pub(crate) fn no_attribute_supplied() -> Error {
     Error::Rsmq {
-        kind: "noAttributeSupplied",
+        kind: RsmqErrorKind::NoAttributeSupplied,
         message: "No attribute was supplied".to_owned(),
     }
 }
 
 fn unexpected(what: &str) -> Error {
-    Error::Redis(format!("unexpected reply shape from the {what} script"))
+    Error::redis(format!("unexpected reply shape from the {what} script"))
 }
 
 /// Maps the shared negative return codes to their errors.
@@ -56,7 +61,7 @@ pub(crate) fn check_code(qname: &str, code: i64) -> Result<i64> {
     match code {
         QUEUE_NOT_FOUND => Err(queue_not_found(qname)),
         INVALID_STORED_VT => Err(Error::Rsmq {
-            kind: "invalidValue",
+            kind: RsmqErrorKind::InvalidValue,
             message: format!("the stored vt of queue {qname} is not a number of seconds"),
         }),
         code => Ok(code),
@@ -163,6 +168,20 @@ mod tests {
     }
 
     #[test]
+    fn redis_errors_keep_their_cause() {
+        use std::error::Error as _;
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::from(redis::RedisError::from(refused));
+        assert!(matches!(error, Error::Redis { .. }), "{error:?}");
+        assert!(error.to_string().contains("refused"), "{error}");
+        let cause = error
+            .source()
+            .expect("the redis error is kept as the source");
+        assert!(cause.to_string().contains("refused"), "{cause}");
+        assert!(Error::redis("odd reply").source().is_none());
+    }
+
+    #[test]
     fn attributes_are_read_like_node() {
         let reply = Value::Array(vec![
             bulk("30"),
@@ -189,7 +208,7 @@ mod tests {
         assert!(matches!(
             missing,
             Error::Rsmq {
-                kind: "queueNotFound",
+                kind: RsmqErrorKind::QueueNotFound,
                 ..
             }
         ));
@@ -225,7 +244,7 @@ mod tests {
         assert!(matches!(
             message("q", Value::Int(INVALID_STORED_VT)),
             Err(Error::Rsmq {
-                kind: "invalidValue",
+                kind: RsmqErrorKind::InvalidValue,
                 ..
             })
         ));

@@ -18,6 +18,7 @@ pub enum MaxSize {
 
 /// The settings of a new queue (`createQueue`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "settings do nothing until passed on"]
 pub struct QueueOptions {
     pub(crate) vt: Duration,
     pub(crate) delay: Duration,
@@ -68,6 +69,7 @@ impl Default for QueueOptions {
 
 /// The attributes `setQueueAttributes` changes; at least one must be given.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "settings do nothing until passed on"]
 pub struct QueueChanges {
     pub(crate) vt: Option<Duration>,
     pub(crate) delay: Option<Duration>,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::types::MaxSize;
-use crate::error::{Error, NameKind};
+use crate::error::{Error, NameKind, RsmqErrorKind};
 
 /// The largest `vt` or `delay` Node rsmq accepts, in seconds.
 pub(crate) const MAX_SECONDS: u64 = 9_999_999;
@@ -111,7 +111,7 @@ pub(crate) fn stored_seconds(field: &'static str, raw: &str) -> Result<u64, Erro
         .and_then(|n| u64::try_from(n).ok())
         .filter(|&n| n <= MAX_SECONDS)
         .ok_or_else(|| Error::Rsmq {
-            kind: "invalidValue",
+            kind: RsmqErrorKind::InvalidValue,
             message: format!(
                 "stored {field} {raw:?} is not a number of seconds in 0..={MAX_SECONDS}"
             ),
@@ -220,7 +220,7 @@ mod tests {
         assert!(matches!(
             stored_seconds("vt", "x"),
             Err(Error::Rsmq {
-                kind: "invalidValue",
+                kind: RsmqErrorKind::InvalidValue,
                 ..
             })
         ));

@@ -3,6 +3,11 @@
 //! [`MockDelivery`] hands one message to a handler with no server and records how it was
 //! answered, for unit tests of handlers.
 //!
+//! [`MockNsqd`] is a scripted nsqd behind in-memory pipes, for actor-level tests of a whole
+//! consumer or producer with no server and no sockets: push messages, heartbeats, errors and
+//! disconnects, read back the typed commands the client sent; deterministic under
+//! `tokio::time::pause()`.
+//!
 //! [`TestNsqd`] is an in-process nsqd: it speaks the TCP protocol exactly as nsqd v1.3 does
 //! (frames, `E_*` errors and their texts, which errors close the connection, the client state
 //! machine, RDY windows, timeouts, deferred messages), records every command clients send,
@@ -19,12 +24,14 @@ pub mod certs;
 mod http;
 mod lookupd;
 mod mock;
+mod mock_nsqd;
 mod nsqd;
 
 pub use lookupd::{LookupFault, TestLookupd, TestLookupdBuilder};
 pub use mock::{Answer, HandlerOutcome, MockDelivery};
+pub use mock_nsqd::{MockLink, MockNsqd};
 
 pub use nsqd::{
-    ChannelStats, ClientId, ClientInfo, ClientState, RecordedCommand, TestNsqd, TestNsqdBuilder,
-    TopicStats, NSQD_VERSION,
+    ChannelSnapshot, ClientId, ClientInfo, ClientState, RecordedCommand, TestNsqd, TestNsqdBuilder,
+    TopicSnapshot, NSQD_VERSION,
 };

@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_util::codec::Decoder;
 
-use super::{BoxedStream, DeflateStream, Rewind, SnappyStream, TlsConfig};
+use super::{BoxedStream, DeflateStream, Dialer, Rewind, SnappyStream, TlsConfig};
 use crate::{
     error::{Error, ProtocolError, Result},
     protocol::{
@@ -47,16 +47,20 @@ const READ_SIZE: usize = 4096;
 /// assert_eq!(format!("{secret:?}"), "***");
 /// ```
 #[derive(Clone)]
-pub struct Secret(Bytes);
+pub struct Secret {
+    secret: Bytes,
+}
 
 impl Secret {
     /// Wraps the secret as given to nsqd's auth server (`--auth-http-address`).
     pub fn new(secret: impl Into<Bytes>) -> Self {
-        Self(secret.into())
+        Self {
+            secret: secret.into(),
+        }
     }
 
     pub(crate) fn expose(&self) -> &Bytes {
-        &self.0
+        &self.secret
     }
 }
 
@@ -93,6 +97,8 @@ pub(crate) struct HandshakeConfig {
     pub(crate) timeout: Duration,
     /// The largest frame accepted from nsqd.
     pub(crate) max_frame_len: usize,
+    /// Opens the stream instead of a TCP dial (`testing::MockNsqd`); `None` dials TCP.
+    pub(crate) dialer: Option<Dialer>,
 }
 
 #[cfg(test)]
@@ -106,6 +112,7 @@ impl HandshakeConfig {
             subscribe: None,
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame_len: crate::protocol::DEFAULT_MAX_FRAME_LEN,
+            dialer: None,
         }
     }
 }
@@ -158,8 +165,8 @@ impl fmt::Debug for Established {
     }
 }
 
-/// Resolves and dials `addr` (`host:port`, `[v6]:port`) with `TCP_NODELAY`, then runs the
-/// handshake, all within `cfg.timeout`.
+/// Resolves and dials `addr` (`host:port`, `[v6]:port`) with `TCP_NODELAY` (or opens the
+/// stream with `cfg.dialer`), then runs the handshake, all within `cfg.timeout`.
 ///
 /// # Errors
 ///
@@ -167,12 +174,20 @@ impl fmt::Debug for Established {
 pub(crate) async fn connect(addr: &str, cfg: &HandshakeConfig) -> Result<Established> {
     let host = host_of(addr)?;
     let dial_and_handshake = async {
-        let stream = dial(addr).await?;
-        run(Box::new(stream), host, cfg).await
+        let stream: BoxedStream = match &cfg.dialer {
+            Some(dialer) => dialer.dial(addr).await?,
+            None => Box::new(dial(addr).await?),
+        };
+        run(stream, host, cfg).await
     };
-    tokio::time::timeout(cfg.timeout, dial_and_handshake)
-        .await
-        .map_err(|_| Error::Timeout("handshake"))?
+    match tokio::time::timeout(cfg.timeout, dial_and_handshake).await {
+        Err(_) => Err(Error::Timeout("handshake")),
+        // The codec spots "HTTP" where a frame size should be; only here is the address known.
+        Ok(Err(Error::Protocol(ProtocolError::LooksLikeHttp))) => {
+            Err(ProtocolError::HttpPort { addr: addr.into() }.into())
+        }
+        Ok(result) => result,
+    }
 }
 
 /// Runs the handshake over an established stream to `host` (the name TLS verifies unless
@@ -244,7 +259,7 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
     wire.write(&hello).await?;
     let identify = match wire.reply("IDENTIFY").await? {
         Response::Ok => IdentifyResponse::parse(b"OK")?,
-        Response::Data(data) => IdentifyResponse::parse(&data)?,
+        Response::Data(data) => parse_identify(&data)?,
         other => return Err(unexpected("IDENTIFY", &other)),
     };
     tracing::debug!(
@@ -255,7 +270,7 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
     let tls = match (&cfg.tls, identify.tls_v1) {
         (Some(_), false) => {
             // go-nsq goes on in plaintext here; a client that asked for TLS must not.
-            return Err(Error::Tls(format!(
+            return Err(Error::tls(format!(
                 "server does not offer TLS: nsqd at {host} answered IDENTIFY with tls_v1 false \
                  (is it running with --tls-cert and --tls-key?)"
             )));
@@ -318,6 +333,19 @@ async fn run(stream: BoxedStream, host: &str, cfg: &HandshakeConfig) -> Result<E
     })
 }
 
+/// nsqd answers IDENTIFY with a JSON object (`nsqd/protocol_v2.go` `IDENTIFY`, an
+/// `identifyResponse` struct) when features are negotiated. serde reads a JSON array into a
+/// struct positionally, so `[]` would pass as "all defaults"; anything but an object is not
+/// nsqd and is refused.
+fn parse_identify(data: &[u8]) -> Result<IdentifyResponse> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let text: String = String::from_utf8_lossy(data).chars().take(100).collect();
+        return Err(ProtocolError::IdentifyNotObject(text).into());
+    }
+    IdentifyResponse::parse(data)
+}
+
 fn identify_request(cfg: &HandshakeConfig) -> Result<IdentifyRequest> {
     let mut identify = cfg.identify.clone();
     identify.tls_v1 = cfg.tls.is_some();
@@ -345,12 +373,15 @@ async fn upgrade_tls(wire: Wire, tls: &TlsConfig, host: &str) -> Result<Wire> {
     let stream = connector
         .connect(name, wire.into_stream())
         .await
-        .map_err(|e| Error::Tls(format!("handshake with nsqd at {host} failed: {e}")))?;
+        .map_err(|e| Error::tls_caused(format_args!("handshake with nsqd at {host} failed"), e))?;
     let mut wire = Wire::new(Box::new(stream), codec);
     match wire.expect_ok("TLS upgrade").await {
         // With TLS 1.3 the server judges the client certificate after the client finished:
         // a refusal arrives as an alert on this first read.
-        Err(Error::Io(e)) => Err(Error::Tls(format!("first read over TLS from {host}: {e}"))),
+        Err(Error::Io(e)) => Err(Error::tls_caused(
+            format_args!("first read over TLS from {host}"),
+            e,
+        )),
         other => other,
     }?;
     Ok(wire)

@@ -151,7 +151,7 @@ async fn tls_with_the_wrong_root_fails() {
     cfg.tls = Some(tls_config(OTHER_CA));
     let err = connect(&addr, &cfg).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("UnknownIssuer")),
         "{err}"
     );
     server.await.unwrap();
@@ -171,7 +171,7 @@ async fn fails_closed_when_tls_was_asked_for_and_not_offered() {
     cfg.subscribe = Some((Topic::new("t").unwrap(), Channel::new("c").unwrap()));
     let err = connect(&addr, &cfg).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.starts_with("server does not offer TLS")),
+        matches!(&err, Error::Tls { message: m, .. } if m.starts_with("server does not offer TLS")),
         "{err}"
     );
     assert_eq!(
@@ -203,7 +203,7 @@ async fn mutual_tls_presents_the_client_certificate() {
         server.await.unwrap();
         match result {
             Ok(established) => assert!(with_cert && established.negotiated.tls),
-            Err(Error::Tls(m)) => assert!(!with_cert, "{m}"),
+            Err(Error::Tls { message: m, .. }) => assert!(!with_cert, "{m}"),
             Err(other) => panic!("{other}"),
         }
     }
@@ -510,4 +510,50 @@ fn secrets_do_not_show_in_debug_output() {
         debug.contains("auth_secret: Some(***)") && !debug.contains("hunter2"),
         "{debug}"
     );
+}
+
+#[tokio::test]
+async fn an_identify_reply_that_is_not_an_object_is_refused() {
+    for reply in [json!([]), json!([2500]), json!(1), json!("x"), json!(null)] {
+        let (listener, addr) = listen().await;
+        let sent = reply.clone();
+        let server = tokio::spawn(async move {
+            let mut conn = ServerConn::accept(&listener).await;
+            conn.identify().await;
+            conn.send_json(sent).await;
+        });
+        let err = connect(&addr, &config()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::IdentifyNotObject(_))),
+            "{reply}: {err}"
+        );
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_http_answer_names_the_address_at_once() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut conn = ServerConn::accept(&listener).await;
+        // What Go's net/http answers to "  V2IDENTIFY" (net/http/server.go, conn.serve).
+        conn.send_bytes(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Connection: close\r\n\r\n400 Bad Request",
+        )
+        .await;
+        conn.rest().await
+    });
+    let mut cfg = config();
+    cfg.timeout = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let err = connect(&addr, &cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(ProtocolError::HttpPort { addr: a }) if *a == addr),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+    // Not the handshake deadline: the first bytes are enough.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    server.abort();
 }

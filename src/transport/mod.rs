@@ -10,6 +10,7 @@
 
 mod crc32c;
 mod deflate;
+mod dial;
 #[cfg(test)]
 mod fake_nsqd;
 mod handshake;
@@ -22,9 +23,9 @@ mod tls;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub(crate) use dial::Dialer;
 pub(crate) use handshake::{connect, Established, HandshakeConfig};
 pub use handshake::{Compression, Negotiated, Secret};
-pub(crate) use tls::default_http_tls;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use tls::server_acceptor;
 pub use tls::TlsConfig;

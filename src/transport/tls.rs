@@ -27,8 +27,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn tls_error(context: &str, e: impl fmt::Display) -> Error {
-    Error::Tls(format!("{context}: {e}"))
+fn tls_error(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::tls_caused(context, e)
 }
 
 fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
@@ -36,7 +36,7 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(&format!("{what} PEM"), e))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!("{what} PEM holds no CERTIFICATE block")));
+        return Err(Error::tls(format!("{what} PEM holds no CERTIFICATE block")));
     }
     Ok(certs)
 }
@@ -85,6 +85,7 @@ fn root_store(certs: &[CertificateDer<'static>], built_in: bool) -> Result<RootC
 /// # }
 /// ```
 #[derive(Clone)]
+#[must_use = "settings do nothing until passed on"]
 pub struct TlsConfig {
     roots: Vec<CertificateDer<'static>>,
     built_in_roots: bool,
@@ -254,14 +255,9 @@ impl TlsConfig {
     }
 }
 
-/// HTTPS settings with the built-in (webpki) roots.
-pub(crate) fn default_http_tls() -> Result<Arc<ClientConfig>> {
-    TlsConfig::new().http_client_config()
-}
-
 fn parse_server_name(name: String) -> Result<ServerName<'static>> {
     ServerName::try_from(name.clone())
-        .map_err(|e| Error::Tls(format!("{name:?} is not a valid server name: {e}")))
+        .map_err(|e| Error::tls_caused(format!("{name:?} is not a valid server name"), e))
 }
 
 impl fmt::Debug for TlsConfig {

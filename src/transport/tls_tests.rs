@@ -63,14 +63,14 @@ async fn refuses_an_unknown_issuer_or_the_wrong_name() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("UnknownIssuer")),
         "{err}"
     );
 
     let wrong_root = TlsConfig::new().add_root_certificate_pem(OTHER_CA).unwrap();
     let err = exchange(&wrong_root, "localhost", false).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("UnknownIssuer")),
         "{err}"
     );
 
@@ -78,7 +78,7 @@ async fn refuses_an_unknown_issuer_or_the_wrong_name() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("not valid for name")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("not valid for name")),
         "{err}"
     );
 }
@@ -110,7 +110,7 @@ async fn presents_a_client_certificate_when_the_server_requires_one() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("CertificateRequired")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("CertificateRequired")),
         "{err}"
     );
 }
@@ -129,7 +129,7 @@ fn bad_pem_is_a_clear_tls_error() {
         .client_certificate_pem(CLIENT_CERT, b"nothing")
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.starts_with("client key PEM")),
+        matches!(&err, Error::Tls { message: m, .. } if m.starts_with("client key PEM")),
         "{err}"
     );
 
@@ -137,13 +137,13 @@ fn bad_pem_is_a_clear_tls_error() {
         .client_certificate_pem(CLIENT_CERT, SERVER_KEY)
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.starts_with("client certificate and key")),
+        matches!(&err, Error::Tls { message: m, .. } if m.starts_with("client certificate and key")),
         "{err}"
     );
 
     let err = TlsConfig::new().server_name("not a host!").unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("not a valid server name")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("not a valid server name")),
         "{err}"
     );
 }
@@ -151,7 +151,7 @@ fn bad_pem_is_a_clear_tls_error() {
 #[test]
 fn reads_pem_files_and_names_the_missing_one() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testing/certs/");
-    TlsConfig::new()
+    let _loaded = TlsConfig::new()
         .add_root_certificate_pem_file(format!("{dir}ca.pem"))
         .unwrap()
         .client_certificate_pem_file(format!("{dir}client.pem"), format!("{dir}client.key"))
@@ -160,7 +160,7 @@ fn reads_pem_files_and_names_the_missing_one() {
         .add_root_certificate_pem_file("/nonexistent/ca.pem")
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls(m) if m.contains("/nonexistent/ca.pem")),
+        matches!(&err, Error::Tls { message: m, .. } if m.contains("/nonexistent/ca.pem")),
         "{err}"
     );
 }

@@ -110,8 +110,9 @@ async fn roundtrip_rows(targets: &[Target; 2], configs: Vec<(&str, ConnectionCon
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn snappy_upgrade_through_our_client() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let rows = roundtrip_rows(
         &targets,
         vec![("snappy", ConnectionConfig::new().snappy(true))],
@@ -121,8 +122,9 @@ async fn snappy_upgrade_through_our_client() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn deflate_upgrade_through_our_client() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let rows = roundtrip_rows(
         &targets,
         vec![
@@ -138,8 +140,9 @@ async fn deflate_upgrade_through_our_client() {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn auth_secret_is_not_sent_to_an_nsqd_without_auth() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let rows = roundtrip_rows(
         &targets,
         vec![(
@@ -181,8 +184,9 @@ async fn client_heartbeats(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn our_consumer_answers_heartbeats() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_client_hb");
     let row = both(
         &targets,
@@ -251,8 +255,9 @@ fn mask_id(text: &str) -> String {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn msg_timeout_through_our_consumer() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_client_timeout");
     let row = both(
         &targets,

@@ -41,8 +41,9 @@ pub(crate) async fn magic_rows(targets: &[Target; 2]) -> Vec<Row> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn a_command_in_one_byte_writes() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_split");
     let row = both(
         &targets,
@@ -108,8 +109,9 @@ async fn req_touch_flow(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn req_touch_and_ownership() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_req");
     let row = both(&targets, "REQ/TOUCH/FIN flow", |addr| {
         req_touch_flow(addr, t.clone())
@@ -150,8 +152,9 @@ async fn msg_timeout_flow(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn msg_timeout_redelivers_with_attempts_2() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_timeout");
     let row = both(&targets, "msg_timeout=1000, no answer", |addr| {
         msg_timeout_flow(addr, t.clone())
@@ -203,8 +206,9 @@ async fn deferred_req_flow(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn req_past_max_is_clamped_and_frees_the_slot() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_defer");
     let row = both(&targets, "RDY 1, REQ <m1> 3600001", |addr| {
         deferred_req_flow(addr, t.clone())
@@ -238,8 +242,9 @@ async fn disconnect_flow(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn in_flight_messages_of_a_lost_client_wait_for_their_timeout() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_lost");
     let row = both(&targets, "consumer dies with a message in flight", |addr| {
         disconnect_flow(addr, t.clone())
@@ -284,8 +289,9 @@ async fn rdy_window_flow(addr: String, topic: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn rdy_is_a_window_and_channels_get_copies() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_window");
     let row = both(&targets, "RDY 2, 3 messages, 2 channels", |addr| {
         rdy_window_flow(addr, t.clone())
@@ -315,8 +321,9 @@ async fn ephemeral_flow(addr: String, topic: String, channel: &'static str) -> V
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn ephemeral_channels_go_with_their_last_client() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let mut rows = Vec::new();
     for channel in ["ch#ephemeral", "ch"] {
         let t = topic(&targets, "live_ephemeral");
@@ -368,8 +375,9 @@ async fn heartbeat_flow(addr: String, prelude: Vec<u8>, answer: usize) -> Vec<St
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn heartbeats_every_second_and_silence_drops_the_client() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let t = topic(&targets, "live_heartbeat");
     let mut rows = Vec::new();
     for (case, answer) in [
@@ -406,8 +414,9 @@ async fn snappy_bytes(addr: String) -> Vec<String> {
 }
 
 #[actix_rt::test]
+#[ignore = "needs a real nsqd: ACTIX_NSQ_LIVE_NSQD=host:port; run with --ignored"]
 async fn snappy_upgrade_bytes() {
-    let targets = targets_or_skip!();
+    let targets = live_targets!();
     let row = both(
         &targets,
         "IDENTIFY <json snappy=true>, raw bytes after",

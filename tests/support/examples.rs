@@ -68,6 +68,9 @@ fn build_examples() -> Result<HashMap<String, PathBuf>, String> {
     if cfg!(feature = "rsmq") {
         cargo.args(["--features", "rsmq"]);
     }
+    if cfg!(feature = "metrics") {
+        cargo.args(["--features", "metrics"]);
+    }
     // The variables cargo sets for the crate under test, not for the build: ring's build
     // script watches CARGO_MANIFEST_DIR and CARGO_PKG_*, and seeing them here would rebuild it
     // (and everything above it) on every run, and again in the next `cargo test`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, Context, Handler, Message, Recipient};
 use actix_nsq::{
-    rsmq::{QueueOptions, Rsmq, RsmqConsumerEvent, RsmqConsumerHandle},
+    rsmq::{QueueOptions, Rsmq, RsmqConsumer, RsmqConsumerEvent},
     Delivery, HandlerResult,
 };
 use redis::AsyncCommands;
@@ -19,12 +19,12 @@ use crate::redis_server::RedisServer;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 pub(crate) const FAST_POLL: Duration = Duration::from_millis(50);
 
-/// A redis-server with queue `q` (visibility timeout `vt` seconds), or `None` (SKIPPED).
-pub(crate) async fn setup(vt: u64) -> Option<(RedisServer, Rsmq)> {
-    let server = RedisServer::start()?;
+/// A redis-server with queue `q` (visibility timeout `vt` seconds).
+pub(crate) async fn setup(vt: u64) -> (RedisServer, Rsmq) {
+    let server = RedisServer::start();
     let rsmq = Rsmq::connect(&server.url()).await.unwrap();
     create(&rsmq, "q", vt).await;
-    Some((server, rsmq))
+    (server, rsmq)
 }
 
 /// Creates `queue` with a visibility timeout of `vt` seconds.
@@ -156,6 +156,6 @@ impl Handler<Halt> for Worker {
 }
 
 /// Stops a consumer, expecting a clean drain.
-pub(crate) async fn stop(consumer: &RsmqConsumerHandle) {
-    assert_eq!(consumer.stop(Duration::from_secs(10)).await, 0);
+pub(crate) async fn stop(consumer: &RsmqConsumer) {
+    assert_eq!(consumer.stop_within(Duration::from_secs(10)).await, 0);
 }

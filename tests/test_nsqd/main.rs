@@ -3,6 +3,7 @@
 
 mod delivery;
 mod faults;
+mod fidelity;
 mod layers;
 mod protocol;
 mod raw;

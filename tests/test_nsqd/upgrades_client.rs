@@ -184,7 +184,9 @@ async fn without_a_client_certificate_the_handshake_fails() {
         .unwrap();
     let mut client = Client::start(nsqd.addr(), tls());
     match client.outcome().await {
-        Err(Error::Tls(message)) => assert!(message.contains("CertificateRequired"), "{message}"),
+        Err(Error::Tls { message, .. }) => {
+            assert!(message.contains("CertificateRequired"), "{message}")
+        }
         other => panic!("expected a TLS error, got {other:?}"),
     }
     assert!(
@@ -204,7 +206,7 @@ async fn a_server_with_a_certificate_from_another_ca_is_refused() {
         .add_root_certificate_pem(actix_nsq::testing::certs::OTHER_CA_PEM)
         .unwrap();
     let mut client = Client::start(nsqd.addr(), ConnectionConfig::new().tls(other_ca));
-    assert!(matches!(client.outcome().await, Err(Error::Tls(_))));
+    assert!(matches!(client.outcome().await, Err(Error::Tls { .. })));
     client.producer.stop().await;
 }
 
@@ -235,7 +237,9 @@ async fn tls_asked_of_a_server_without_it_fails_closed() {
     let nsqd = TestNsqd::start().unwrap();
     let mut client = Client::start(nsqd.addr(), tls());
     match client.outcome().await {
-        Err(Error::Tls(message)) => assert!(message.contains("does not offer TLS"), "{message}"),
+        Err(Error::Tls { message, .. }) => {
+            assert!(message.contains("does not offer TLS"), "{message}")
+        }
         other => panic!("expected a TLS error, got {other:?}"),
     }
     client.producer.stop().await;

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use super::settle;
+use crate::rdy::{FlowControl, LinkId, Outcome, RdyPolicy};
 
 const CONNS: usize = 20;
 const MAX_IN_FLIGHT: u32 = 5;
@@ -24,15 +25,9 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
     let mut handler_done: [Option<Instant>; CONNS] = [None; CONNS];
     let mut waiting_since = [start; CONNS];
     let mut longest = [Duration::ZERO; CONNS];
-    let apply = |rdy: &mut [u32; CONNS], actions: Vec<RdyAction>| {
-        for action in actions {
-            if let RdyAction::SendRdy { conn, count } = action {
-                rdy[usize::try_from(conn.0).unwrap()] = count;
-            }
-        }
-    };
     for i in 0..CONNS {
-        apply(&mut rdy, policy.connected(ConnId(i as u64), 2500, start));
+        let actions = policy.connected(LinkId(i as u64), 2500, start);
+        settle(&mut policy, &mut rdy, actions, Some(i as u64), start);
     }
     let tick = policy_tick(&policy, flow);
     let mut next_tick = start + tick;
@@ -43,8 +38,8 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
             if handler_done[i].is_some_and(|at| at <= now) {
                 handler_done[i] = None;
                 let actions =
-                    policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
-                apply(&mut rdy, actions);
+                    policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
+                settle(&mut policy, &mut rdy, actions, Some(i as u64), now);
                 waiting_since[i] = now;
             }
         }
@@ -52,12 +47,14 @@ fn longest_waits(flow: &FlowControl, has_messages: impl Fn(usize) -> bool) -> Ve
             // One message at a time per connection: in low-RDY mode RDY is at most 1.
             if has_messages(i) && handler_done[i].is_none() && rdy[i] > 0 {
                 longest[i] = longest[i].max(now - waiting_since[i]);
-                apply(&mut rdy, policy.message_received(ConnId(i as u64), now));
+                let actions = policy.message_received(LinkId(i as u64), now);
+                settle(&mut policy, &mut rdy, actions, Some(i as u64), now);
                 handler_done[i] = Some(now + HANDLER);
             }
         }
         if now >= next_tick {
-            apply(&mut rdy, policy.tick(now));
+            let actions = policy.tick(now);
+            settle(&mut policy, &mut rdy, actions, None, now);
             next_tick += tick;
         }
     }

@@ -9,8 +9,8 @@ use std::{
 use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::MS;
-use crate::rdy::{ConnId, FlowControl, Outcome, RdyAction, RdyPolicy};
+use super::{settle, MS};
+use crate::rdy::{FlowControl, LinkId, Outcome, RdyAction, RdyPolicy};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -21,11 +21,15 @@ enum Op {
     /// The link died while its handlers still work on what it delivered.
     Lose(usize),
     SetMaxInFlight(u32),
+    /// Handlers gone (false) or back (true).
+    HandlersAvailable(bool),
     /// nsqd delivers on this connection if its window is open (a faithful nsqd).
     Receive(usize),
     /// nsqd delivers even though RDY was lowered: it sent before reading the new RDY.
     LateReceive(usize),
     Done(usize, Outcome),
+    /// A connection handles the `SetRdy` in its mailbox: it writes the RDY decided for it.
+    Write(usize),
     FireTimer,
     Advance(u64),
     Tick,
@@ -45,21 +49,34 @@ fn op(late_receives: bool) -> impl Strategy<Value = Op> {
         3 => (1u32..=6).prop_map(|max_rdy| Op::Connect { max_rdy }),
         1 => any::<usize>().prop_map(Op::Disconnect),
         1 => any::<usize>().prop_map(Op::Lose),
-        1 => prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+        // Nested: proptest's flat union (more than ten options) rejects the weight 0 of `late`.
+        2 => prop_oneof![
+            prop_oneof![Just(0u32), 1u32..=12].prop_map(Op::SetMaxInFlight),
+            any::<bool>().prop_map(Op::HandlersAvailable),
+        ],
         8 => any::<usize>().prop_map(Op::Receive),
         late => any::<usize>().prop_map(Op::LateReceive),
         8 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Done(i, o)),
-        2 => Just(Op::FireTimer),
-        2 => (1u64..=700).prop_map(Op::Advance),
-        2 => Just(Op::Tick),
+        6 => any::<usize>().prop_map(Op::Write),
+        // Nested for the same reason: at most ten options per union.
+        6 => prop_oneof![
+            Just(Op::FireTimer),
+            (1u64..=700).prop_map(Op::Advance),
+            Just(Op::Tick),
+        ],
     ]
 }
 
 #[derive(Debug, Default)]
 struct ModelConn {
     max_rdy: u32,
-    /// What nsqd was last told.
+    /// What the policy last decided for it.
     rdy: u32,
+    /// What nsqd was last told: the caller of an event writes at once, others when they
+    /// handle the `SetRdy` in their mailbox.
+    wire: u32,
+    /// A `SetRdy` waits in its mailbox.
+    told: bool,
     in_flight: u32,
     lost: bool,
 }
@@ -73,8 +90,11 @@ struct Model {
     next_id: u64,
     max_in_flight: u32,
     timer: Option<Duration>,
+    handlers_available: bool,
     /// Whether nsqd only ever delivers inside the RDY window.
     faithful: bool,
+    /// Σ max(wire, in_flight) after the previous step.
+    last_on_wire: u64,
 }
 
 impl Model {
@@ -90,7 +110,9 @@ impl Model {
             next_id: 0,
             max_in_flight,
             timer: None,
+            handlers_available: true,
             faithful,
+            last_on_wire: 0,
         }
     }
 
@@ -99,7 +121,9 @@ impl Model {
         (n > 0).then(|| *self.conns.keys().nth(index % n).unwrap_or(&0))
     }
 
-    fn apply(&mut self, actions: Vec<RdyAction>) -> Result<(), TestCaseError> {
+    /// `caller`: the connection whose event it was; it writes its RDY at once, the others
+    /// are told through their mailboxes.
+    fn apply(&mut self, actions: Vec<RdyAction>, caller: Option<u64>) -> Result<(), TestCaseError> {
         for action in actions {
             match action {
                 RdyAction::SendRdy { conn, count } => {
@@ -113,6 +137,11 @@ impl Model {
                         c.max_rdy
                     );
                     c.rdy = count;
+                    if caller == Some(conn.0) {
+                        c.wire = count;
+                    } else {
+                        c.told = true;
+                    }
                 }
                 RdyAction::StartBackoffTimer(pause) => {
                     prop_assert!(self.timer.is_none(), "second backoff timer");
@@ -125,6 +154,7 @@ impl Model {
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let now = self.now;
+        let mut caller = None;
         let actions = match *op {
             Op::Connect { max_rdy } => {
                 self.next_id += 1;
@@ -136,12 +166,13 @@ impl Model {
                         ..ModelConn::default()
                     },
                 );
-                self.policy.connected(ConnId(id), max_rdy, now)
+                caller = Some(id);
+                self.policy.connected(LinkId(id), max_rdy, now)
             }
             Op::Disconnect(i) => match self.pick(i) {
                 Some(id) => {
                     self.conns.remove(&id);
-                    self.policy.disconnected(ConnId(id), now)
+                    self.policy.disconnected(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
@@ -153,9 +184,11 @@ impl Model {
                     } else {
                         c.lost = true;
                         c.rdy = 0;
+                        c.wire = 0;
+                        c.told = false;
                         c.max_rdy = 0;
                     }
-                    self.policy.lost(ConnId(id), now)
+                    self.policy.lost(LinkId(id), now)
                 }
                 None => Vec::new(),
             },
@@ -163,24 +196,28 @@ impl Model {
                 self.max_in_flight = n;
                 self.policy.set_max_in_flight(n, now)
             }
+            Op::HandlersAvailable(available) => {
+                self.handlers_available = available;
+                self.policy.set_handlers_available(available, now)
+            }
             Op::Receive(i) | Op::LateReceive(i) => {
                 let late = matches!(op, Op::LateReceive(_));
                 let Some(id) = self.pick(i) else {
                     return Ok(());
                 };
                 let c = self.conns.get_mut(&id).unwrap();
-                if c.lost || (c.in_flight >= c.rdy && !late) {
+                if c.lost || (c.in_flight >= c.wire && !late) {
                     return Ok(());
                 }
                 c.in_flight += 1;
-                let actions = self.policy.message_received(ConnId(id), now);
+                caller = Some(id);
+                let actions = self.policy.message_received(LinkId(id), now);
                 if self.faithful {
+                    // Above max_in_flight only while a lowered max_in_flight is not yet
+                    // written everywhere (nsqd still acts on the RDY it read).
                     let total: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
-                    prop_assert!(
-                        total <= u64::from(self.max_in_flight),
-                        "{} in flight",
-                        total
-                    );
+                    let bound = self.last_on_wire.max(u64::from(self.max_in_flight));
+                    prop_assert!(total <= bound, "{} in flight > {}", total, bound);
                 }
                 actions
             }
@@ -196,8 +233,24 @@ impl Model {
                 if c.lost && c.in_flight == 0 {
                     self.conns.remove(&id);
                 }
+                caller = Some(id);
                 self.policy
-                    .message_done(ConnId(id), outcome, now, &mut self.rng)
+                    .message_done(LinkId(id), outcome, now, &mut self.rng)
+            }
+            Op::Write(i) => {
+                let Some(id) = self.pick(i) else {
+                    return Ok(());
+                };
+                let c = self.conns.get_mut(&id).unwrap();
+                if !std::mem::take(&mut c.told) {
+                    return Ok(());
+                }
+                let actions = self.policy.written(LinkId(id), now);
+                self.apply(actions, Some(id))?;
+                // The connection writes the latest decision (`Flow::rdy_due`).
+                let c = self.conns.get_mut(&id).unwrap();
+                c.wire = c.rdy;
+                Vec::new()
             }
             Op::FireTimer => match self.timer.take() {
                 Some(pause) => {
@@ -212,16 +265,16 @@ impl Model {
             }
             Op::Tick => self.policy.tick(now),
         };
-        self.apply(actions)?;
+        self.apply(actions, caller)?;
         self.check()
     }
 
-    fn check(&self) -> Result<(), TestCaseError> {
+    fn check(&mut self) -> Result<(), TestCaseError> {
         let total_rdy: u64 = self.conns.values().map(|c| u64::from(c.rdy)).sum();
         let in_flight: u64 = self.conns.values().map(|c| u64::from(c.in_flight)).sum();
         for (id, c) in &self.conns {
-            prop_assert_eq!(self.policy.rdy(ConnId(*id)), c.rdy);
-            prop_assert_eq!(self.policy.in_flight(ConnId(*id)), c.in_flight);
+            prop_assert_eq!(self.policy.rdy(LinkId(*id)), c.rdy);
+            prop_assert_eq!(self.policy.in_flight(LinkId(*id)), c.in_flight);
         }
         prop_assert_eq!(self.policy.total_rdy(), total_rdy);
         // (a) never more RDY in total than max_in_flight.
@@ -229,7 +282,12 @@ impl Model {
         prop_assert_eq!(self.policy.backoff_timer_running(), self.timer.is_some());
 
         let level = self.policy.backoff_level();
-        let capacity = match (self.timer.is_some(), level > 0) {
+        // (f) no handler available: RDY 0 everywhere, max_in_flight kept.
+        if !self.handlers_available {
+            prop_assert_eq!(total_rdy, 0);
+        }
+        prop_assert_eq!(self.policy.max_in_flight(), self.max_in_flight);
+        let capacity = match (self.timer.is_some() || !self.handlers_available, level > 0) {
             (true, _) => 0,
             (false, true) => self.max_in_flight.min(1),
             (false, false) => self.max_in_flight,
@@ -244,6 +302,25 @@ impl Model {
         if !self.faithful {
             return Ok(());
         }
+        // (w) What nsqd may send, link by link, is max(RDY it read, in flight): its sum never
+        // grows past the capacity, though links write their RDY at different times. (It may
+        // stay above for a while when the capacity drops, until the lowers are written.)
+        let on_wire: u64 = self
+            .conns
+            .values()
+            .map(|c| u64::from(c.wire.max(c.in_flight)))
+            .sum();
+        if on_wire > self.last_on_wire {
+            prop_assert!(
+                on_wire <= u64::from(capacity),
+                "Σ max(RDY on the wire, in flight) rose from {} to {} > capacity {}: {:?}",
+                self.last_on_wire,
+                on_wire,
+                capacity,
+                self.conns
+            );
+        }
+        self.last_on_wire = on_wire;
         // (e) while nsqd may send anywhere, the worst case stays within the capacity.
         let occupancy: u64 = self
             .conns
@@ -260,7 +337,7 @@ impl Model {
         }
         // Never stuck: with nothing in flight the whole capacity is handed out, so a backoff
         // always has its test RDY somewhere and a pause always ends.
-        if in_flight == 0 && !self.conns.is_empty() {
+        if in_flight == 0 && !self.conns.is_empty() && self.conns.values().all(|c| !c.told) {
             let caps: u64 = self
                 .conns
                 .values()
@@ -354,15 +431,9 @@ fn check_liveness(
         .map(|_| [0.0, 0.3, 1.0][rng.random_range(0..3)])
         .collect();
 
-    let apply = |rdy: &mut Vec<u32>, actions: Vec<RdyAction>| {
-        for action in actions {
-            if let RdyAction::SendRdy { conn, count } = action {
-                rdy[usize::try_from(conn.0).unwrap()] = count;
-            }
-        }
-    };
     for i in 0..conns {
-        apply(&mut rdy, policy.connected(ConnId(i as u64), 2500, now));
+        let actions = policy.connected(LinkId(i as u64), 2500, now);
+        settle(&mut policy, &mut rdy, actions, Some(i as u64), now);
     }
     let start = now;
     for t in 0..(bound * 4).max(200) {
@@ -377,11 +448,12 @@ fn check_liveness(
             let arrives = rng.random_bool(busy[i]);
             if arrives && (in_flight[i].len() as u32) < rdy[i] {
                 in_flight[i].push_back(t);
-                apply(&mut rdy, policy.message_received(ConnId(i as u64), now));
+                let actions = policy.message_received(LinkId(i as u64), now);
+                settle(&mut policy, &mut rdy, actions, Some(i as u64), now);
             } else if !in_flight[i].is_empty() && rng.random_bool(0.5) {
                 in_flight[i].pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
-                apply(&mut rdy, done);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
+                settle(&mut policy, &mut rdy, done, Some(i as u64), now);
             }
         }
         // Handlers answer within `handler_ticks` ticks.
@@ -391,12 +463,13 @@ fn check_liveness(
                 .is_some_and(|arrived| t - arrived >= u64::from(handler_ticks))
             {
                 messages.pop_front();
-                let done = policy.message_done(ConnId(i as u64), Outcome::Finished, now, &mut rng);
-                apply(&mut rdy, done);
+                let done = policy.message_done(LinkId(i as u64), Outcome::Finished, now, &mut rng);
+                settle(&mut policy, &mut rdy, done, Some(i as u64), now);
             }
         }
         now = interval_start + tick;
-        apply(&mut rdy, policy.tick(now));
+        let actions = policy.tick(now);
+        settle(&mut policy, &mut rdy, actions, None, now);
         prop_assert!(!policy.in_backoff());
         for i in 0..conns {
             waited[i] = if rdy[i] > 0 { 0 } else { waited[i] + 1 };

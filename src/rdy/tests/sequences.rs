@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use super::{Harness, MS};
-use crate::rdy::{ConnId, FlowControl, RdyAction};
+use crate::rdy::{FlowControl, LinkId, RdyAction};
 
 fn go_nsq_config(max_in_flight: u32) -> FlowControl {
     FlowControl::new()
@@ -475,13 +475,13 @@ fn starved_and_tick_interval() {
 fn spurious_timer_and_unknown_connections_are_ignored() {
     let mut h = Harness::new(FlowControl::new().max_in_flight(3));
     assert_eq!(h.policy.backoff_timer_fired(h.now), []);
-    assert_eq!(h.policy.message_received(ConnId(9), h.now), []);
-    assert_eq!(h.policy.disconnected(ConnId(9), h.now), []);
+    assert_eq!(h.policy.message_received(LinkId(9), h.now), []);
+    assert_eq!(h.policy.disconnected(LinkId(9), h.now), []);
     h.connect(1);
     assert_eq!(
-        h.policy.connected(ConnId(1), 2500, h.now),
+        h.policy.connected(LinkId(1), 2500, h.now),
         [RdyAction::SendRdy {
-            conn: ConnId(1),
+            conn: LinkId(1),
             count: 3
         }]
     );
@@ -523,4 +523,32 @@ fn disconnected_releases_a_lost_links_slots() {
     assert_eq!(h.wire(2), ["RDY 2"]);
     h.disconnect(1);
     assert_eq!(h.wire(2), ["RDY 2", "RDY 3"]);
+}
+
+/// No handler alive: RDY 0 everywhere while `max_in_flight` stays the user's, what is in
+/// flight keeps its slots, and the normal split returns with the handlers.
+#[test]
+fn no_handler_available_pauses_without_touching_max_in_flight() {
+    let mut h = Harness::new(go_nsq_config(4));
+    h.connect(1);
+    h.connect(2);
+    h.receive(1);
+    h.set_handlers_available(false);
+    assert_eq!(h.rdys([1, 2]), [0, 0]);
+    assert_eq!(h.policy.max_in_flight(), 4);
+    assert_eq!(
+        h.policy.tick_interval(),
+        None,
+        "nothing to rotate while paused"
+    );
+    h.connect(3);
+    assert_eq!(h.rdy(3), 0, "a new link waits too");
+    h.set_handlers_available(false);
+    h.finish(1);
+    assert_eq!(h.rdys([1, 2, 3]), [0, 0, 0]);
+    assert_eq!(h.policy.backoff_level(), 0, "pausing is not a failure");
+    h.set_handlers_available(true);
+    assert_eq!(h.rdys([1, 2, 3]).iter().sum::<u32>(), 4);
+    assert!(h.rdys([1, 2, 3]).iter().all(|&r| r >= 1));
+    assert_eq!(h.wire(2), ["RDY 2", "RDY 0", "RDY 1"]);
 }

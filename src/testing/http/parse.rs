@@ -131,13 +131,43 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
             }
             break start;
         }
+        if lines.is_empty() {
+            // Go's net/http judges the request line as soon as it has it (`readRequest`), so
+            // a line of another protocol ("  V2IDENTIFY") gets its 400 without waiting for
+            // headers that will never come.
+            request_line(line)?;
+        }
         lines.push(line);
     };
-    let text = |line: &[u8]| -> Result<String, Refusal> {
-        String::from_utf8(line.to_vec()).map_err(|_| Refusal::Bad("head is not UTF-8"))
-    };
     let (first, rest) = lines.split_first().ok_or(Refusal::Bad("no request line"))?;
-    let request_line = text(first)?;
+    let (method, target, minor_version) = request_line(first)?;
+    let mut headers = Vec::with_capacity(rest.len());
+    for line in rest {
+        let line = text(line)?;
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(Refusal::Bad("malformed header"));
+        };
+        if !is_token(name) {
+            return Err(Refusal::Bad("malformed header name"));
+        }
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let head = Head {
+        method,
+        target,
+        minor_version,
+        headers,
+    };
+    Ok(Some((head, end)))
+}
+
+fn text(line: &[u8]) -> Result<String, Refusal> {
+    String::from_utf8(line.to_vec()).map_err(|_| Refusal::Bad("head is not UTF-8"))
+}
+
+/// `METHOD /target HTTP/1.x`: the method, the target and the minor version.
+fn request_line(line: &[u8]) -> Result<(String, String, u8), Refusal> {
+    let request_line = text(line)?;
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -152,24 +182,7 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
         "HTTP/1.0" => 0,
         _ => return Err(Refusal::Bad("unsupported HTTP version")),
     };
-    let mut headers = Vec::with_capacity(rest.len());
-    for line in rest {
-        let line = text(line)?;
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(Refusal::Bad("malformed header"));
-        };
-        if !is_token(name) {
-            return Err(Refusal::Bad("malformed header name"));
-        }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let head = Head {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        minor_version,
-        headers,
-    };
-    Ok(Some((head, end)))
+    Ok((method.to_owned(), target.to_owned(), minor_version))
 }
 
 fn find_line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {

@@ -172,15 +172,33 @@ async fn refuse<S: AsyncWrite + Unpin>(
     request: Option<(&dyn Service, &Request)>,
 ) {
     tracing::debug!(?refusal, "http request refused");
-    let response = match (refusal, request) {
-        (Refusal::BodyTooLarge, Some((service, request))) => service.too_large(request),
-        (Refusal::BodyTooLarge, None) => Response::new(413, "Request Entity Too Large"),
-        (Refusal::HeadTooLarge, _) => Response::new(431, "431 Request Header Fields Too Large"),
-        (Refusal::UnsupportedEncoding, _) => Response::new(501, "Unsupported transfer encoding"),
-        (Refusal::Bad(why), _) => Response::new(400, format!("400 Bad Request: {why}")),
+    // Go's net/http refuses a request it cannot read with a fixed text, no Content-Length,
+    // and a close (net/http/server.go, `conn.serve`: `errorHeaders` and "400 Bad Request"),
+    // which is what nsqd answers to a client that speaks "  V2" to its HTTP port.
+    let raw = match (refusal, request) {
+        (Refusal::BodyTooLarge, Some((service, request))) => {
+            let _ = write(io, &service.too_large(request), false).await;
+            let _ = io.shutdown().await;
+            return;
+        }
+        (Refusal::BodyTooLarge, None) => go_refusal("413 Request Entity Too Large", None),
+        (Refusal::HeadTooLarge, _) => go_refusal("431 Request Header Fields Too Large", None),
+        (Refusal::UnsupportedEncoding, _) => {
+            go_refusal("501 Not Implemented", Some("Unsupported transfer encoding"))
+        }
+        (Refusal::Bad(_), _) => go_refusal("400 Bad Request", None),
     };
-    let _ = write(io, &response, false).await;
+    let _ = io.write_all(raw.as_bytes()).await;
+    let _ = io.flush().await;
     let _ = io.shutdown().await;
+}
+
+/// A refusal as Go's net/http writes it: status line, `errorHeaders`, and the body (the
+/// status itself unless given).
+pub(crate) fn go_refusal(status: &str, body: Option<&str>) -> String {
+    const ERROR_HEADERS: &str =
+        "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n";
+    format!("HTTP/1.1 {status}{ERROR_HEADERS}{}", body.unwrap_or(status))
 }
 
 async fn write<S: AsyncWrite + Unpin>(

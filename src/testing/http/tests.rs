@@ -70,17 +70,25 @@ impl Client {
         self.buf.extend_from_slice(&chunk[..n]);
     }
 
-    /// Reads one response with a Content-Length body.
+    /// Reads one response with a Content-Length body, or (Go's refusals) a body up to the
+    /// close.
     async fn response(&mut self) -> (String, String) {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
-                let len: usize = head
+                let Some(len) = head
                     .lines()
                     .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                else {
+                    assert!(head.contains("\r\nConnection: close"), "{head}");
+                    let mut rest = Vec::new();
+                    let _ = self.stream.read_to_end(&mut rest).await;
+                    self.buf.extend_from_slice(&rest);
+                    let body = String::from_utf8(self.buf[end + 4..].to_vec()).unwrap();
+                    self.buf.clear();
+                    return (head, body);
+                };
+                let len: usize = len.parse().unwrap();
                 while self.buf.len() < end + 4 + len {
                     self.fill().await;
                 }
@@ -181,6 +189,25 @@ async fn garbage_gets_400_and_a_close() {
         .await
         .unwrap();
     assert!(s.response().await.0.starts_with("HTTP/1.1 501 "));
+}
+
+#[tokio::test]
+async fn a_non_http_line_is_answered_as_go_net_http_does() {
+    // What a client speaking nsq's TCP protocol sends to nsqd's HTTP port.
+    let addr = start(1024).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"  V2IDENTIFY\n\x00\x00\x00\x02{}")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    read.await.unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8(answer).unwrap(),
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Connection: close\r\n\r\n400 Bad Request"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ const ROUTES: &[(&str, &str)] = &[
 
 pub(crate) struct LookupdApi(pub(crate) Arc<State>);
 
+/// `PeerInfo` in `nsqlookupd/registration_db.go` at v1.3.0, field for field (the topology
+/// fields of later nsq are not there).
 fn peer_json(p: &PeerInfo) -> serde_json::Value {
     json!({
         "remote_address": p.remote_address,
@@ -46,8 +48,6 @@ fn peer_json(p: &PeerInfo) -> serde_json::Value {
         "tcp_port": p.tcp_port,
         "http_port": p.http_port,
         "version": p.version,
-        "topology_zone": p.topology_zone,
-        "topology_region": p.topology_region,
     })
 }
 
@@ -59,6 +59,11 @@ impl Service for LookupdApi {
             return Reply::Text("OK".into()).plain();
         }
         if route == ("GET", "/lookup") {
+            if let Some(body) = self.0.lookup_answer() {
+                return Response::new(200, body)
+                    .header("X-NSQ-Content-Type", "nsq; version=1.0")
+                    .header("Content-Type", "application/json; charset=utf-8");
+            }
             if let Some(fault) = self.0.lookup_fault() {
                 return faulty(fault, self.answer(&request));
             }

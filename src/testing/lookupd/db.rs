@@ -56,8 +56,6 @@ pub(crate) struct PeerInfo {
     pub(crate) tcp_port: u16,
     pub(crate) http_port: u16,
     pub(crate) version: String,
-    pub(crate) topology_zone: String,
-    pub(crate) topology_region: String,
 }
 
 struct Peer {
@@ -329,8 +327,6 @@ mod tests {
             tcp_port: port,
             http_port: port + 1,
             version: "1.3.0".into(),
-            topology_zone: String::new(),
-            topology_region: String::new(),
         }
     }
 

@@ -22,7 +22,7 @@ pub(crate) use registrar::{LookupdLink, PeerSpec, Registrar};
 
 use self::db::{Lifetimes, RegistrationDb};
 use super::http::{serve, test_tls_acceptor, ServerConfig};
-use crate::{error::Error, lookup::ProducerInfo};
+use crate::{error::Error, http::ProducerInfo};
 
 /// How long starting the server thread may take.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +46,8 @@ pub(crate) struct State {
     lifetimes: Lifetimes,
     db: Mutex<RegistrationDb>,
     fault: Mutex<Option<LookupFault>>,
+    /// A raw `/lookup` body served instead of the real answer.
+    answer: Mutex<Option<String>>,
     legacy: AtomicBool,
     requests: Mutex<Vec<String>>,
 }
@@ -64,6 +66,10 @@ impl State {
         *lock(&self.fault)
     }
 
+    fn lookup_answer(&self) -> Option<String> {
+        lock(&self.answer).clone()
+    }
+
     fn record(&self, line: String) {
         lock(&self.requests).push(line);
     }
@@ -71,6 +77,7 @@ impl State {
 
 /// Configures and starts a [`TestLookupd`]; the lifetimes default to nsqlookupd's.
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct TestLookupdBuilder {
     http_address: SocketAddr,
     lifetimes: Lifetimes,
@@ -202,6 +209,7 @@ impl TestLookupd {
             lifetimes: builder.lifetimes,
             db: Mutex::default(),
             fault: Mutex::default(),
+            answer: Mutex::default(),
             legacy: AtomicBool::new(false),
             requests: Mutex::default(),
         });
@@ -280,6 +288,13 @@ impl TestLookupd {
     /// Makes every `/lookup` misbehave as `fault` says until set back to `None`.
     pub fn set_lookup_fault(&self, fault: Option<LookupFault>) {
         *lock(&self.state.fault) = fault;
+    }
+
+    /// Answers every `/lookup` with `200` and this body as it is (with nsqlookupd 1.x's
+    /// headers), whatever is registered, until set back to `None`: the way to test a client
+    /// against answers a real nsqlookupd would not give, such as a `tcp_port` of `70000`.
+    pub fn set_lookup_answer(&self, body: Option<String>) {
+        *lock(&self.state.answer) = body;
     }
 
     /// Answers like nsqlookupd before 1.0 (`true`): every JSON answer wrapped in

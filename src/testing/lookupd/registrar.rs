@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{db::PeerInfo, State};
-use crate::lookup::ProducerInfo;
+use crate::http::ProducerInfo;
 
 /// One test nsqlookupd, as a registration target.
 #[derive(Clone)]
@@ -41,8 +41,8 @@ pub(crate) fn producer_info(p: PeerInfo) -> ProducerInfo {
         tcp_port: p.tcp_port,
         http_port: p.http_port,
         version: p.version,
-        topology_zone: p.topology_zone,
-        topology_region: p.topology_region,
+        // nsqlookupd v1.3.0 has no topology fields.
+        ..ProducerInfo::default()
     }
 }
 
@@ -90,8 +90,6 @@ impl Registrar {
             tcp_port: peer.tcp_port,
             http_port: peer.http_port,
             version: peer.version.clone(),
-            topology_zone: String::new(),
-            topology_region: String::new(),
         };
         let now = Instant::now();
         for link in &self.links {

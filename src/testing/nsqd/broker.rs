@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{
     channel::{ChannelState, NotInFlight, StoredMessage},
     conn::Outbound,
-    record::{ChannelStats, ClientId, ClientInfo, ClientState, TopicStats},
+    record::{ChannelSnapshot, ClientId, ClientInfo, ClientState, TopicSnapshot},
 };
 use crate::{
     protocol::{Channel, Frame, MessageId, Topic},
@@ -489,20 +489,20 @@ impl Broker {
 
     // ---- inspection ----------------------------------------------------------------------
 
-    pub(crate) fn stats(&self) -> Vec<TopicStats> {
+    pub(crate) fn stats(&self) -> Vec<TopicSnapshot> {
         self.topics
             .iter()
             .map(|(name, t)| topic_stats(name, t))
             .collect()
     }
 
-    pub(crate) fn topic_stats(&self, topic: &str) -> Option<TopicStats> {
+    pub(crate) fn topic_stats(&self, topic: &str) -> Option<TopicSnapshot> {
         self.topics
             .get_key_value(topic)
             .map(|(name, t)| topic_stats(name, t))
     }
 
-    pub(crate) fn channel_stats(&self, topic: &str, channel: &str) -> Option<ChannelStats> {
+    pub(crate) fn channel_stats(&self, topic: &str, channel: &str) -> Option<ChannelSnapshot> {
         let t = self.topics.get(topic)?;
         t.channels
             .get_key_value(channel)
@@ -510,8 +510,8 @@ impl Broker {
     }
 }
 
-fn topic_stats(name: &Topic, t: &TopicState) -> TopicStats {
-    TopicStats {
+fn topic_stats(name: &Topic, t: &TopicState) -> TopicSnapshot {
+    TopicSnapshot {
         name: name.to_string(),
         depth: t.held.len(),
         message_count: t.message_count,

@@ -10,7 +10,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::record::{ChannelStats, ClientId};
+use super::record::{ChannelSnapshot, ClientId};
 use crate::protocol::{Message, MessageId};
 
 /// A message as the server stores it; `attempts` counts deliveries so far.
@@ -250,8 +250,8 @@ impl ChannelState {
         None
     }
 
-    pub(crate) fn stats(&self, name: &str) -> ChannelStats {
-        ChannelStats {
+    pub(crate) fn stats(&self, name: &str) -> ChannelSnapshot {
+        ChannelSnapshot {
             name: name.to_owned(),
             depth: self.queue.len(),
             in_flight: self.in_flight.len(),

@@ -156,8 +156,6 @@ impl NsqdApi {
             "max_output_buffer_size": o.max_output_buffer_size,
             "max_output_buffer_timeout": nanos(o.max_output_buffer_timeout),
             "max_deflate_level": o.max_deflate_level,
-            "topology_zone": "",
-            "topology_region": "",
         }))
     }
 

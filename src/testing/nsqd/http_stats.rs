@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{
     broker::{Broker, ClientEntry},
     options::NSQD_VERSION,
-    record::{ChannelStats, ClientState, TopicStats},
+    record::{ChannelSnapshot, ClientState, TopicSnapshot},
     server::Shared,
 };
 use crate::testing::http::{Query, Reply};
@@ -88,8 +88,6 @@ fn client_json(c: &ClientEntry) -> Value {
         "deflate": false,
         "snappy": false,
         "user_agent": i.user_agent,
-        "topology_zone": "",
-        "topology_region": "",
         "tls": false,
         "tls_cipher_suite": "",
         "tls_version": "",
@@ -121,7 +119,7 @@ fn client_line(c: &ClientEntry) -> String {
 
 const NO_LATENCY: fn() -> Value = || json!({ "count": 0, "percentiles": null });
 
-fn channel_json(broker: &Broker, c: &ChannelStats, include_clients: bool) -> Value {
+fn channel_json(broker: &Broker, c: &ChannelSnapshot, include_clients: bool) -> Value {
     let clients = include_clients.then(|| {
         let found = c.clients.iter().filter_map(|id| broker.client(*id));
         found.map(client_json).collect::<Vec<_>>()
@@ -144,7 +142,7 @@ fn channel_json(broker: &Broker, c: &ChannelStats, include_clients: bool) -> Val
 
 /// `GetStats(topic, channel, includeClients)`: `None` for a topic that does not exist (nsqd
 /// then answers `"topics": null`).
-fn select(broker: &Broker, topic: &str, channel: &str) -> Option<Vec<TopicStats>> {
+fn select(broker: &Broker, topic: &str, channel: &str) -> Option<Vec<TopicSnapshot>> {
     let topics = if topic.is_empty() {
         broker.stats()
     } else {
@@ -224,7 +222,7 @@ pub(super) fn stats(shared: &Shared, query: &Query, start_time: i64) -> Reply {
 /// `printStats`.
 fn text(
     broker: &Broker,
-    topics: Vec<TopicStats>,
+    topics: Vec<TopicSnapshot>,
     include_clients: bool,
     include_mem: bool,
     start_time: i64,

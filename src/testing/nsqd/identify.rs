@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     conn::{Conn, Failure},
@@ -11,7 +11,7 @@ use super::{
     options::{Options, NSQD_VERSION},
     record::ClientState,
 };
-use crate::protocol::{AuthResponse, ErrorCode, Frame, IdentifyResponse, Response};
+use crate::protocol::{AuthResponse, ErrorCode, Frame, Response, ServerError};
 
 /// The IDENTIFY body with Go's zero values for missing fields (`identifyDataV2`): a missing
 /// `heartbeat_interval` is 0 (the server default), a missing `feature_negotiation` false.
@@ -31,6 +31,27 @@ pub(super) struct IdentifyData {
     sample_rate: i32,
     user_agent: String,
     msg_timeout: i64,
+}
+
+/// The IDENTIFY reply of nsqd v1.3.0, field for field and in its order (Go marshals a struct
+/// in declaration order): the anonymous struct in `nsqd/protocol_v2.go` `IDENTIFY` at tag
+/// v1.3.0. Deliberately not `protocol::IdentifyResponse`, which also knows the
+/// `topology_region`/`topology_zone` that later nsqd sends and v1.3.0 does not.
+#[derive(Debug, Serialize)]
+struct IdentifyReply {
+    max_rdy_count: i64,
+    version: &'static str,
+    max_msg_timeout: i64,
+    msg_timeout: i64,
+    tls_v1: bool,
+    deflate: bool,
+    deflate_level: i64,
+    max_deflate_level: i64,
+    snappy: bool,
+    sample_rate: i32,
+    auth_required: bool,
+    output_buffer_size: i64,
+    output_buffer_timeout: i64,
 }
 
 impl IdentifyData {
@@ -164,6 +185,59 @@ fn negotiate(opts: &Options, data: &IdentifyData) -> Result<(Upgrades, i64), Str
     Ok((upgrades, level))
 }
 
+/// The JSON nsqd answers a feature-negotiating IDENTIFY with (`protocol_v2.go`, `IDENTIFY`).
+fn reply(
+    opts: &Options,
+    settings: &ClientSettings,
+    upgrades: Upgrades,
+    deflate_level: i64,
+) -> IdentifyReply {
+    IdentifyReply {
+        max_rdy_count: opts.max_rdy_count,
+        version: NSQD_VERSION,
+        max_msg_timeout: millis(opts.max_msg_timeout),
+        msg_timeout: millis(settings.msg_timeout),
+        tls_v1: upgrades.tls,
+        deflate: upgrades.deflate.is_some(),
+        deflate_level,
+        max_deflate_level: opts.max_deflate_level,
+        snappy: upgrades.snappy,
+        sample_rate: settings.sample_rate,
+        auth_required: opts.auth.is_some(),
+        output_buffer_size: settings.output_buffer_size,
+        output_buffer_timeout: millis(settings.output_buffer_timeout),
+    }
+}
+
+/// IDENTIFY on a connection with nothing to upgrade to (`opts` without TLS, snappy and
+/// deflate): the frame nsqd answers with, or the fatal error it closes the connection with.
+/// `MockNsqd` answers through this, so it replies exactly as the test nsqd does.
+pub(in crate::testing) fn identify_without_upgrades(
+    opts: &Options,
+    body: &[u8],
+) -> Result<Frame, ServerError> {
+    let data = IdentifyData::decode_like_go(body).ok_or_else(|| {
+        ServerError::new(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body")
+    })?;
+    let settings = ClientSettings::initial(opts)
+        .identify(opts, &data)
+        .map_err(|e| ServerError::new(ErrorCode::BadBody, format!("IDENTIFY {e}")))?;
+    if !data.feature_negotiation {
+        return Ok(Frame::Response(Response::Ok));
+    }
+    let (upgrades, deflate_level) =
+        negotiate(opts, &data).map_err(|e| ServerError::new(ErrorCode::IdentifyFailed, e))?;
+    if upgrades.any() {
+        return Err(ServerError::new(
+            ErrorCode::IdentifyFailed,
+            "IDENTIFY failed: upgrades are not offered here",
+        ));
+    }
+    let json = serde_json::to_vec(&reply(opts, &settings, upgrades, deflate_level))
+        .map_err(|e| ServerError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}")))?;
+    Ok(Frame::Response(Response::Data(json.into())))
+}
+
 impl Conn {
     pub(super) async fn identify(&mut self) -> Result<Option<Frame>, Failure> {
         if self.state() != Some(ClientState::Init) {
@@ -197,23 +271,7 @@ impl Conn {
         }
         let (upgrades, deflate_level) =
             negotiate(opts, &data).map_err(|e| fatal(ErrorCode::IdentifyFailed, e))?;
-        let response = IdentifyResponse {
-            max_rdy_count: opts.max_rdy_count,
-            version: NSQD_VERSION.to_owned(),
-            max_msg_timeout: millis(opts.max_msg_timeout),
-            msg_timeout: millis(settings.msg_timeout),
-            tls_v1: upgrades.tls,
-            deflate: upgrades.deflate.is_some(),
-            deflate_level,
-            max_deflate_level: opts.max_deflate_level,
-            snappy: upgrades.snappy,
-            sample_rate: i64::from(settings.sample_rate),
-            auth_required: opts.auth.is_some(),
-            output_buffer_size: settings.output_buffer_size,
-            output_buffer_timeout: millis(settings.output_buffer_timeout),
-            topology_region: String::new(),
-            topology_zone: String::new(),
-        };
+        let response = reply(opts, &settings, upgrades, deflate_level);
         let json = serde_json::to_vec(&response)
             .map_err(|e| fatal(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}")))?;
         self.send(Frame::Response(Response::Data(json.into())));

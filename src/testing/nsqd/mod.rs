@@ -24,7 +24,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use options::{TestNsqdBuilder, NSQD_VERSION};
-pub use record::{ChannelStats, ClientId, ClientInfo, ClientState, RecordedCommand, TopicStats};
+pub use record::{
+    ChannelSnapshot, ClientId, ClientInfo, ClientState, RecordedCommand, TopicSnapshot,
+};
+
+pub(in crate::testing) use identify::identify_without_upgrades;
+pub(in crate::testing) use options::Options;
 
 use conn::Outbound;
 use server::{Control, Shared};
@@ -274,7 +279,7 @@ impl TestNsqd {
     // ---- inspection -------------------------------------------------------------------
 
     /// Every topic with its channels and counters, by name.
-    pub fn stats(&self) -> Vec<TopicStats> {
+    pub fn stats(&self) -> Vec<TopicSnapshot> {
         self.shared.broker().stats()
     }
 
@@ -292,11 +297,16 @@ impl TestNsqd {
     }
 
     /// One channel's counters.
-    pub fn channel_stats(&self, topic: &str, channel: &str) -> Option<ChannelStats> {
+    pub fn channel_stats(&self, topic: &str, channel: &str) -> Option<ChannelSnapshot> {
         self.shared.broker().channel_stats(topic, channel)
     }
 
-    fn channel_stat<T: Default>(&self, topic: &str, channel: &str, f: fn(ChannelStats) -> T) -> T {
+    fn channel_stat<T: Default>(
+        &self,
+        topic: &str,
+        channel: &str,
+        f: fn(ChannelSnapshot) -> T,
+    ) -> T {
         self.channel_stats(topic, channel)
             .map(f)
             .unwrap_or_default()

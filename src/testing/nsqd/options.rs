@@ -63,6 +63,20 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    /// nsqd's defaults for a `MockNsqd` (see [`TestNsqdBuilder::into_mock_options`]).
+    pub(in crate::testing) fn mock_defaults() -> Self {
+        TestNsqdBuilder::new().opts.without_upgrades()
+    }
+
+    /// The pipes of a `MockNsqd` are plain: nothing to upgrade to, so IDENTIFY grants none
+    /// (as an nsqd without `--tls-cert`, `--snappy` and `--deflate`).
+    fn without_upgrades(mut self) -> Self {
+        self.snappy = false;
+        self.deflate = false;
+        self.tls_acceptor = None;
+        self
+    }
+
     /// A client's heartbeat interval until it IDENTIFYs: nsqd uses half of `--client-timeout`
     /// (`newClientV2`).
     pub(crate) fn default_heartbeat(&self) -> Duration {
@@ -73,6 +87,7 @@ impl Options {
 /// Configures and starts a [`TestNsqd`]. Every option mirrors an nsqd flag and defaults to
 /// nsqd's default, except the address (`127.0.0.1:0`) and the queue scan interval.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct TestNsqdBuilder {
     opts: Options,
 }
@@ -335,6 +350,18 @@ impl TestNsqdBuilder {
     pub fn start(self) -> Result<TestNsqd, Error> {
         let opts = self.validated()?;
         TestNsqd::spawn(opts)
+    }
+
+    /// The validated options for a `MockNsqd`, which has nothing to upgrade to and no auth
+    /// server: snappy and deflate are not offered; TLS and AUTH are refused as settings.
+    pub(in crate::testing) fn into_mock_options(self) -> Result<Options, Error> {
+        if self.opts.tls {
+            return Err(Error::config("tls", "MockNsqd offers no TLS"));
+        }
+        if self.opts.auth.is_some() {
+            return Err(Error::config("auth_secret", "MockNsqd offers no AUTH"));
+        }
+        Ok(self.validated()?.without_upgrades())
     }
 
     #[cfg(test)]

@@ -118,10 +118,14 @@ pub struct ClientInfo {
     pub deflate_level: u32,
 }
 
-/// One channel's counters, as nsqd's `/stats` reports them.
+/// A snapshot of one of [`TestNsqd`](super::TestNsqd)'s channels: exact counters read from the
+/// fake's own state, for assertions (per-channel FIN and REQ counts, the subscribed client
+/// ids), not nsqd's `/stats` document. That document, as the fake serves it over HTTP, is read
+/// with [`NsqdHttpClient::stats`](crate::NsqdHttpClient::stats) into
+/// [`http::ChannelStats`](crate::http::ChannelStats).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ChannelStats {
+pub struct ChannelSnapshot {
     /// The channel's name.
     pub name: String,
     /// Messages waiting to be delivered (not in flight, not deferred).
@@ -144,10 +148,12 @@ pub struct ChannelStats {
     pub paused: bool,
 }
 
-/// One topic's counters and its channels.
+/// A snapshot of one of [`TestNsqd`](super::TestNsqd)'s topics and its channels (see
+/// [`ChannelSnapshot`]; the `/stats` document's type is
+/// [`http::TopicStats`](crate::http::TopicStats)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TopicStats {
+pub struct TopicSnapshot {
     /// The topic's name.
     pub name: String,
     /// Messages the topic holds because it has no channel yet or is paused.
@@ -159,5 +165,5 @@ pub struct TopicStats {
     /// A paused topic holds messages instead of passing them to its channels.
     pub paused: bool,
     /// Its channels, by name.
-    pub channels: Vec<ChannelStats>,
+    pub channels: Vec<ChannelSnapshot>,
 }

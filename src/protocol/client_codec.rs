@@ -1,15 +1,14 @@
-//! tokio-util codecs for both ends of the connection.
+//! The client's tokio-util codec, [`NsqCodec`]: it decodes [`Frame`]s and encodes
+//! [`Command`]s. nsqd's side is in `server_codec.rs` (feature `testing`).
 //!
-//! [`NsqCodec`] is the client's: it decodes [`Frame`]s and encodes [`Command`]s.
-//! [`ServerCodec`] is nsqd's side, used by the in-process test server and by the property
-//! tests: it decodes command lines and bodies step by step (as nsqd's `IOLoop` reads them) and
-//! encodes frames.
-//!
-//! Decoding follows the tokio-util contract: on short input reserve what is missing and return
-//! `Ok(None)`; check every length against a limit *before* reserving; use checked arithmetic;
-//! return exactly one item per call; never spin on unknown input.
+//! Decoding follows the tokio-util contract: on short input reserve room for what is missing
+//! and return `Ok(None)`; check every length against a limit *before* reserving; use checked
+//! arithmetic; return exactly one item per call; never spin on unknown input. What is reserved
+//! is capped at [`RESERVE_CHUNK`]: a length field is a claim, not bytes, and an 8-byte header
+//! claiming 16 MiB must not cost 16 MiB before the peer has sent them. The buffer grows as the
+//! bytes arrive (`BytesMut` grows geometrically, so a big frame still costs O(log n) copies).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{
@@ -21,6 +20,15 @@ use crate::error::{Error, ProtocolError};
 /// Default bound on a frame from nsqd: 16 MiB, well above nsqd's default `--max-msg-size`
 /// (1 MiB) while keeping a lying peer from making us allocate gigabytes.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// The most a decoder reserves ahead of bytes actually received.
+const RESERVE_CHUNK: usize = 64 * 1024;
+
+/// Reserves room for `missing` more bytes, at most [`RESERVE_CHUNK`] ahead of what arrived.
+/// The server codec reserves the same way.
+pub(super) fn reserve_for(src: &mut BytesMut, missing: usize) {
+    src.reserve(missing.min(RESERVE_CHUNK));
+}
 
 /// `"HTTP"` read as a big-endian i32: the peer is an HTTP server (go-nsq `protocol.go`).
 const HTTP_AS_SIZE: i32 = i32::from_be_bytes(*b"HTTP");
@@ -136,7 +144,7 @@ impl Decoder for NsqCodec {
             max: self.max_frame_len,
         })?;
         if src.len() < total {
-            src.reserve(total - src.len());
+            reserve_for(src, total - src.len());
             return Ok(None);
         }
         let frame_type = i32::from_be_bytes([src[4], src[5], src[6], src[7]]);
@@ -202,138 +210,10 @@ impl Encoder<&Command> for NsqCodec {
     }
 }
 
-/// nsqd reads command lines with a 16 KiB `bufio.Reader` (`defaultBufferSize`); a longer line
-/// fails the read and closes the connection.
-pub const MAX_COMMAND_LINE: usize = 16 * 1024;
-
-/// What the server side reads next. nsqd reads a line, decides from it whether a body follows,
-/// then reads the 4-byte size, validates it, and only then reads the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ServerState {
-    Line,
-    BodySize,
-    Body(usize),
-}
-
-/// One step of what a client sent, as nsqd reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Inbound {
-    /// A command line without its `\n` (and without a `\r` before it).
-    Line(Bytes),
-    /// A body size (after [`ServerCodec::read_body_size`]).
-    BodySize(i32),
-    /// A body (after [`ServerCodec::read_body`]).
-    Body(Bytes),
-}
-
-/// The server codec: command lines and bodies in, frames out.
-#[derive(Debug, Clone)]
-pub struct ServerCodec {
-    state: ServerState,
-    max_line: usize,
-}
-
-impl Default for ServerCodec {
-    fn default() -> Self {
-        Self {
-            state: ServerState::Line,
-            max_line: MAX_COMMAND_LINE,
-        }
-    }
-}
-
-impl ServerCodec {
-    /// The next item will be a 4-byte body size.
-    pub fn read_body_size(&mut self) {
-        self.state = ServerState::BodySize;
-    }
-
-    /// The next item will be a body of `len` bytes (the caller has bounded `len`).
-    pub fn read_body(&mut self, len: usize) {
-        self.state = ServerState::Body(len);
-    }
-
-    /// Splits a command line into its space-separated words, as nsqd's `bytes.Split` does.
-    pub fn params(line: &[u8]) -> Vec<&[u8]> {
-        line.split(|&b| b == b' ').collect()
-    }
-}
-
-impl Decoder for ServerCodec {
-    type Item = Inbound;
-    type Error = Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, Error> {
-        match self.state {
-            ServerState::Line => {
-                let Some(end) = src.iter().position(|&b| b == b'\n') else {
-                    if src.len() >= self.max_line {
-                        return Err(ProtocolError::BadCommand(format!(
-                            "command line longer than {} bytes",
-                            self.max_line
-                        ))
-                        .into());
-                    }
-                    return Ok(None);
-                };
-                if end >= self.max_line {
-                    return Err(ProtocolError::BadCommand("command line too long".into()).into());
-                }
-                let mut line = src.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                Ok(Some(Inbound::Line(line.freeze())))
-            }
-            ServerState::BodySize => {
-                let Some(size) = src.get(..4) else {
-                    src.reserve(4 - src.len());
-                    return Ok(None);
-                };
-                let size = i32::from_be_bytes([size[0], size[1], size[2], size[3]]);
-                src.advance(4);
-                self.state = ServerState::Line;
-                Ok(Some(Inbound::BodySize(size)))
-            }
-            ServerState::Body(len) => {
-                if src.len() < len {
-                    src.reserve(len - src.len());
-                    return Ok(None);
-                }
-                self.state = ServerState::Line;
-                Ok(Some(Inbound::Body(src.split_to(len).freeze())))
-            }
-        }
-    }
-}
-
-impl Encoder<Frame> for ServerCodec {
-    type Error = Error;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
-        frame.encode(dst);
-        Ok(())
-    }
-}
-
-impl Encoder<&Frame> for ServerCodec {
-    type Error = Error;
-
-    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
-        frame.encode(dst);
-        Ok(())
-    }
-}
-
-/// True for the commands nsqd follows with a body.
-pub fn command_has_body(name: &[u8]) -> bool {
-    matches!(name, b"IDENTIFY" | b"AUTH" | b"PUB" | b"MPUB" | b"DPUB")
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::protocol::{Batch, Body, ErrorCode, Topic};
 
@@ -419,6 +299,71 @@ mod tests {
         }
     }
 
+    /// An 8-byte header claiming a huge frame reserves a chunk, not the claim, even with no
+    /// limit at all; the frame still decodes once its bytes have arrived, and the buffer never
+    /// runs far ahead of them (issue 10.5: 16 MiB and 2 GiB were reserved up front).
+    #[test]
+    fn a_claimed_length_reserves_little_until_the_bytes_arrive() {
+        for (mut codec, size) in [
+            (NsqCodec::default(), DEFAULT_MAX_FRAME_LEN),
+            (NsqCodec::new(usize::MAX), i32::MAX as usize),
+        ] {
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&u32::try_from(size).unwrap().to_be_bytes());
+            buf.extend_from_slice(&FRAME_TYPE_RESPONSE.to_be_bytes());
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            assert!(
+                buf.capacity() <= 2 * RESERVE_CHUNK,
+                "a {size}-byte claim reserved {} bytes",
+                buf.capacity()
+            );
+        }
+        let body = vec![b'x'; 1024 * 1024];
+        let mut wire = (u32::try_from(body.len() + 4).unwrap())
+            .to_be_bytes()
+            .to_vec();
+        wire.extend_from_slice(&FRAME_TYPE_RESPONSE.to_be_bytes());
+        wire.extend_from_slice(&body);
+        let mut codec = NsqCodec::default();
+        let mut buf = BytesMut::new();
+        let mut frame = None;
+        for piece in wire.chunks(4096) {
+            assert!(frame.is_none(), "one frame, decoded only when complete");
+            buf.extend_from_slice(piece);
+            frame = codec.decode(&mut buf).unwrap();
+            let received = wire.len().min(buf.len());
+            assert!(
+                buf.capacity() <= 2 * received + 2 * RESERVE_CHUNK,
+                "{} bytes reserved for {received} received",
+                buf.capacity()
+            );
+        }
+        assert_eq!(
+            frame,
+            Some(Frame::Response(Response::Data(Bytes::from(body))))
+        );
+    }
+
+    /// The connection setting that sizes this codec has an upper bound (issue 10.5:
+    /// `max_frame_len(usize::MAX)` validated). The check lives in `ConnectionConfig::validate`.
+    #[test]
+    fn max_frame_len_setting_is_bounded() {
+        use crate::ConnectionConfig;
+        for ok in [1024, DEFAULT_MAX_FRAME_LEN, 256 * 1024 * 1024] {
+            ConnectionConfig::default()
+                .max_frame_len(ok)
+                .validate()
+                .unwrap();
+        }
+        for bad in [1023, 256 * 1024 * 1024 + 1, i32::MAX as usize, usize::MAX] {
+            let err = ConnectionConfig::default()
+                .max_frame_len(bad)
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("max_frame_len"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn rejects_http_unknown_types_and_short_messages() {
         let mut codec = NsqCodec::default();
@@ -490,36 +435,5 @@ mod tests {
         );
         codec.encode(Command::Nop, &mut dst).unwrap();
         assert_eq!(&dst[..], b"NOP\n");
-    }
-
-    #[test]
-    fn server_codec_reads_like_nsqd() {
-        let mut codec = ServerCodec::default();
-        let mut buf = BytesMut::from(&b"SUB t c\r\nPUB t\n\x00\x00\x00\x02hiNOP\n"[..]);
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Inbound::Line(Bytes::from_static(b"SUB t c")))
-        );
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Inbound::Line(Bytes::from_static(b"PUB t")))
-        );
-        codec.read_body_size();
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::BodySize(2)));
-        codec.read_body(2);
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Inbound::Body(Bytes::from_static(b"hi")))
-        );
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Inbound::Line(Bytes::from_static(b"NOP")))
-        );
-        assert_eq!(
-            ServerCodec::params(b"REQ id 10"),
-            vec![&b"REQ"[..], b"id", b"10"]
-        );
-        let mut long = BytesMut::from(&vec![b'a'; MAX_COMMAND_LINE][..]);
-        assert!(codec.decode(&mut long).is_err());
     }
 }

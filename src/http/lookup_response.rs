@@ -1,4 +1,7 @@
-//! nsqlookupd's `/lookup` answer, in both shapes it has had.
+//! nsqlookupd's answers (`/lookup`, `/nodes`) and the decoding of nsq's two answer shapes.
+//!
+//! Plain types and functions: the HTTP clients and the consumer's discoverer both use them,
+//! so neither depends on the other's module.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +22,10 @@ pub struct ProducerInfo {
     pub http_port: u16,
     /// nsqd's version.
     pub version: String,
-    /// nsqd `--topology-zone` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-zone` (nsqlookupd after v1.3.0, for the topology-aware-consumption
+    /// experiment; empty from v1.3.0 and earlier).
     pub topology_zone: String,
-    /// nsqd `--topology-region` (nsq ≥ 1.3; empty before).
+    /// nsqd `--topology-region` (as `topology_zone`).
     pub topology_region: String,
 }
 
@@ -50,16 +54,131 @@ pub(crate) fn join_host_port(host: &str, port: u16) -> Option<String> {
 }
 
 /// The answer to `GET /lookup?topic=`.
+///
+/// Producers are decoded one by one: an entry nsqlookupd (or whatever answers in its place)
+/// got wrong - a `tcp_port` of `70000`, `-1`, `"4150"`, `null` or `4150.0`, a
+/// `broadcast_address` that is `null` or a number, no usable address at all - lands in
+/// [`skipped`](Self::skipped) with the reason, and the other entries are still used. Only the
+/// first [`SkippedProducer::MAX_LISTED`] are listed; [`skipped_count`](Self::skipped_count)
+/// counts them all.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "RawLookup")]
 #[non_exhaustive]
 pub struct LookupResponse {
     /// The topic's channels.
-    #[serde(deserialize_with = "null_as_default")]
     pub channels: Vec<String>,
-    /// The nsqd that have the topic.
-    #[serde(deserialize_with = "null_as_default")]
+    /// The nsqd that have the topic, each with a usable TCP address.
     pub producers: Vec<ProducerInfo>,
+    /// Entries that could not be used, and why: the first
+    /// [`SkippedProducer::MAX_LISTED`] of them (never serialized).
+    #[serde(skip)]
+    pub skipped: Vec<SkippedProducer>,
+    /// How many entries were skipped in all.
+    #[serde(skip)]
+    pub skipped_count: usize,
+}
+
+/// A `/lookup` entry that was left out because it cannot be connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedProducer {
+    /// The entry as it was received (compact JSON, cut to [`SkippedProducer::MAX_ENTRY`]
+    /// characters).
+    pub entry: String,
+    /// Why it was skipped (cut to [`SkippedProducer::MAX_ENTRY`] characters too: serde's
+    /// message can quote the value).
+    pub reason: String,
+}
+
+impl SkippedProducer {
+    /// How much of a skipped entry and its reason is kept: enough to recognise it, not a
+    /// hostile answer's whole megabytes.
+    pub const MAX_ENTRY: usize = 200;
+    /// How many skipped entries are listed: an answer of a million `{}` must not become a
+    /// million reports.
+    pub const MAX_LISTED: usize = 32;
+
+    fn new(entry: &serde_json::Value, reason: &str) -> Self {
+        Self {
+            entry: cut(&entry.to_string()),
+            reason: cut(reason),
+        }
+    }
+}
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(SkippedProducer::MAX_ENTRY) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+impl std::fmt::Display for SkippedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.entry, self.reason)
+    }
+}
+
+/// The `/lookup` answer before its producers are checked one by one.
+#[derive(Deserialize)]
+struct RawLookup {
+    #[serde(default, deserialize_with = "null_as_default")]
+    channels: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    producers: Vec<serde_json::Value>,
+}
+
+impl From<RawLookup> for LookupResponse {
+    fn from(raw: RawLookup) -> Self {
+        let mut producers = Vec::with_capacity(raw.producers.len());
+        let mut skipped = Vec::new();
+        let mut skipped_count = 0;
+        for entry in raw.producers {
+            match decode_producer(&entry) {
+                Ok(producer) => producers.push(producer),
+                Err(reason) => {
+                    skipped_count += 1;
+                    if skipped.len() < SkippedProducer::MAX_LISTED {
+                        skipped.push(SkippedProducer::new(&entry, &reason));
+                    }
+                }
+            }
+        }
+        Self {
+            channels: raw.channels,
+            producers,
+            skipped,
+            skipped_count,
+        }
+    }
+}
+
+/// One `/lookup` entry, typed and checked: it must name a host and a TCP port that can be
+/// dialled (nsqlookupd 1.3.0 `nsqlookupd/http.go` `doLookup` lists `PeerInfo` as registered by
+/// each nsqd's IDENTIFY, so any other shape is a broken or impostor registry).
+pub(crate) fn decode_producer(entry: &serde_json::Value) -> Result<ProducerInfo, String> {
+    let object = entry
+        .as_object()
+        .ok_or_else(|| "not a JSON object".to_owned())?;
+    let producer = ProducerInfo::deserialize(entry).map_err(|e| {
+        // serde_json's message does not say which field: find it, one field at a time.
+        let field = object.iter().find(|(name, value)| {
+            let mut one = serde_json::Map::new();
+            one.insert((*name).clone(), (*value).clone());
+            ProducerInfo::deserialize(&serde_json::Value::Object(one)).is_err()
+        });
+        match field {
+            Some((name, _)) => format!("{name}: {e}"),
+            None => e.to_string(),
+        }
+    })?;
+    if producer.tcp_address().is_none() {
+        return Err(format!(
+            "no usable TCP address (broadcast_address {:?}, tcp_port {})",
+            producer.broadcast_address, producer.tcp_port
+        ));
+    }
+    Ok(producer)
 }
 
 /// One nsqd as nsqlookupd's `/nodes` lists it: its address, and the topics it has with
@@ -88,6 +207,11 @@ impl NodeInfo {
             .any(|(t, tombstoned)| t == topic && *tombstoned)
     }
 }
+
+/// The media type nsqlookupd ≥ 1.0 answers in without the legacy wrapper.
+pub(crate) const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
+/// The header that says the answer is not wrapped.
+pub(crate) const CONTENT_TYPE_V1: &str = "nsq; version=1.0";
 
 /// Go marshals a nil slice as `null`; read it as empty.
 pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -229,6 +353,78 @@ mod tests {
             decode_empty(err, false),
             Err((500, "INTERNAL_ERROR".into()))
         );
+    }
+
+    #[test]
+    fn one_bad_entry_is_skipped_and_the_others_used() {
+        let bad_entries = [
+            (r#"{"broadcast_address":"h","tcp_port":70000}"#, "tcp_port"),
+            (r#"{"broadcast_address":"h","tcp_port":-1}"#, "tcp_port"),
+            (r#"{"broadcast_address":"h","tcp_port":"4150"}"#, "tcp_port"),
+            (r#"{"broadcast_address":"h","tcp_port":null}"#, "tcp_port"),
+            (r#"{"broadcast_address":"h","tcp_port":4150.0}"#, "tcp_port"),
+            (
+                r#"{"broadcast_address":null,"tcp_port":4150}"#,
+                "broadcast_address",
+            ),
+            (
+                r#"{"broadcast_address":7,"tcp_port":4150}"#,
+                "broadcast_address",
+            ),
+            (
+                r#"{"broadcast_address":"","tcp_port":4150}"#,
+                "no usable TCP address",
+            ),
+            (r#"{"broadcast_address":"h"}"#, "no usable TCP address"),
+            (r#"[1,2]"#, "not a JSON object"),
+            (r#""h:4150""#, "not a JSON object"),
+        ];
+        for (bad, why) in bad_entries {
+            let body = format!(
+                r#"{{"channels":["c"],"producers":[{{"broadcast_address":"a","tcp_port":1}},
+                {bad},{{"broadcast_address":"b","tcp_port":2}}]}}"#
+            );
+            let r: LookupResponse = decode(body.as_bytes(), true).unwrap();
+            let addrs: Vec<_> = r.producers.iter().filter_map(|p| p.tcp_address()).collect();
+            assert_eq!(addrs, ["a:1", "b:2"], "{bad}");
+            assert_eq!((r.skipped.len(), r.skipped_count), (1, 1), "{bad}");
+            assert!(r.skipped[0].reason.contains(why), "{bad}: {}", r.skipped[0]);
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&r.skipped[0].entry).unwrap(),
+                serde_json::from_str::<serde_json::Value>(bad).unwrap()
+            );
+            assert_eq!(r.channels, ["c"]);
+        }
+    }
+
+    #[test]
+    fn skipped_entries_are_cut_short() {
+        let huge = format!(
+            r#"{{"producers":[{{"broadcast_address":"{}","tcp_port":-1}}]}}"#,
+            "x".repeat(100_000)
+        );
+        let r: LookupResponse = decode(huge.as_bytes(), true).unwrap();
+        assert!(r.producers.is_empty());
+        assert!(r.skipped[0].entry.len() <= SkippedProducer::MAX_ENTRY + 3);
+        assert!(r.skipped[0].entry.ends_with("..."));
+        // serde quotes a bad string value in its message: that is cut too.
+        let huge = format!(
+            r#"{{"producers":[{{"broadcast_address":"h","tcp_port":"{}"}}]}}"#,
+            "9".repeat(100_000)
+        );
+        let r: LookupResponse = decode(huge.as_bytes(), true).unwrap();
+        assert!(r.skipped[0].reason.len() <= SkippedProducer::MAX_ENTRY + 3);
+    }
+
+    #[test]
+    fn a_flood_of_bad_entries_is_counted_not_listed() {
+        let entries = vec!["{}"; 10_000].join(",");
+        let body =
+            format!(r#"{{"producers":[{entries},{{"broadcast_address":"h","tcp_port":1}}]}}"#);
+        let r: LookupResponse = decode(body.as_bytes(), true).unwrap();
+        assert_eq!(r.producers.len(), 1);
+        assert_eq!(r.skipped.len(), SkippedProducer::MAX_LISTED);
+        assert_eq!(r.skipped_count, 10_000);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The consumer actor: receives while a slot is free, dispatches to the handlers, backs off
-//! on Redis errors, and stops gracefully. Waking up after an empty receive is in
-//! `consumer_wake.rs`, answers in `consumer_answer.rs`.
+//! on Redis errors, and stops gracefully. Its impl goes on in two child modules, which see its
+//! private state: answers and auto-extension in `answer`, waking up after an empty receive
+//! (poll timer, realtime notifications) in `wake`.
+
+mod answer;
+mod wake;
 
 use std::{
     collections::HashMap,
@@ -15,37 +19,33 @@ use actix::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    client::Rsmq,
-    consumer::{Counters, RsmqConsumerEvent},
-    consumer_answer::{Answer, Receipt},
-    consumer_builder::RsmqConsumerBuilder,
-    types::RsmqMessage,
-};
+use self::answer::{Answer, Receipt};
+use super::{Counters, RsmqConsumerBuilder, RsmqConsumerEvent};
 use crate::{
     delivery::{Delivery, DeliveryId, Meta},
     error::{Error, Result},
-    handler::{GiveUpHook, Handled, HandlerSink},
+    handler::{GiveUpHook, Handled, HandlerEvent, HandlerSink},
     retry::{ReconnectBackoff, ReconnectPolicy},
+    rsmq::{client::Rsmq, types::RsmqMessage},
 };
 
 /// How long the consumer drains when the error backoff gives up.
 const GIVE_UP_DRAIN: Duration = Duration::from_secs(30);
 
 /// The settings the actor reads after start.
-pub(crate) struct Settings {
-    pub(crate) concurrency: usize,
-    pub(crate) auto_extend: bool,
-    pub(crate) max_attempts: u32,
-    pub(crate) poll_interval: Duration,
-    pub(crate) realtime: bool,
-    pub(crate) default_requeue_delay: Duration,
-    pub(crate) max_requeue_delay: Duration,
+struct Settings {
+    concurrency: usize,
+    auto_extend: bool,
+    max_attempts: u32,
+    poll_interval: Duration,
+    realtime: bool,
+    default_requeue_delay: Duration,
+    max_requeue_delay: Duration,
 }
 
 /// What the last receives said about the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Supply {
+enum Supply {
     /// Found empty: receive again on the poll timer or a notification.
     Empty,
     /// Woken up (or just started): probe with one receive at a time.
@@ -55,122 +55,49 @@ pub(crate) enum Supply {
 }
 
 /// A delivery handed out and not yet answered.
-pub(crate) struct InFlight {
-    pub(crate) id: Arc<str>,
-    pub(crate) rc: u64,
-    pub(crate) attempts: u32,
+struct InFlight {
+    id: Arc<str>,
+    rc: u64,
+    attempts: u32,
     /// The auto-extension timer.
-    pub(crate) extender: Option<SpawnHandle>,
+    extender: Option<SpawnHandle>,
 }
 
-/// Receives from one RSMQ queue and hands every message to the crate's handlers as a
-/// [`Delivery`]. Start one with [`RsmqConsumer::builder`]; see the
-/// [`RsmqConsumerHandle`](super::RsmqConsumerHandle) it returns for stats and stop.
-///
-/// ```no_run
-/// # async fn demo() -> actix_nsq::Result<()> {
-/// use std::time::Duration;
-/// use actix_nsq::{rsmq::{Rsmq, RsmqConsumer}, Delivery};
-///
-/// let rsmq = Rsmq::connect("redis://127.0.0.1:6379/0").await?;
-/// let consumer = RsmqConsumer::builder(rsmq, "jobs")
-///     .concurrency(16)
-///     .realtime(true)
-///     .handler_fn(|delivery: Delivery| async move {
-///         println!("{} bytes, attempt {}", delivery.body().len(), delivery.attempts());
-///         Ok(()) // deletes the message; an Err makes it visible again after a delay
-///     })
-///     .start()?;
-/// // ... later:
-/// let abandoned = consumer.stop(Duration::from_secs(30)).await;
-/// # Ok(()) }
-/// ```
-///
-/// # Answers
-///
-/// | answer | Redis call |
-/// |---|---|
-/// | finish (a handler's `Ok`) | [`Rsmq::delete_message_checked`] |
-/// | requeue (a handler's `Err`, or [`Delivery::requeue`]) | [`Rsmq::change_message_visibility_checked`] with the delay (0 = visible now) |
-/// | touch | the same, with the visibility timeout |
-///
-/// A requeue without an explicit delay waits `min(default_requeue_delay × attempts,
-/// max_requeue_delay)`, as NSQ does; `attempts` is the receive count `rc`. RSMQ keeps whole
-/// seconds, so a delay with a fraction is rounded **up** to the next second (never shorter
-/// than asked). RSMQ has no consumer-wide backoff:
-/// [`requeue_without_backoff`](crate::Delivery::requeue_without_backoff) acts as `requeue`.
-///
-/// Answering is synchronous, as for NSQ: the answer is queued to the consumer actor, which
-/// makes the Redis call. Its outcome arrives as an [`RsmqConsumerEvent`] and in the
-/// [stats](super::RsmqConsumerStats), never as the return value of `finish`. After the consumer has
-/// stopped, answers return [`Error::Stopped`](crate::Error::Stopped).
-///
-/// # Guarantees
-///
-/// Delivery is **at least once**. A message is hidden for the visibility timeout `vt` when it
-/// is received; if it is not deleted in time it is delivered again, to this or another
-/// consumer, with `rc + 1`.
-///
-/// Every answer carries the receive count as a receipt, and Redis checks it in the same Lua
-/// script that acts: an answer acts only while the stored `rc` is still this delivery's and the
-/// message is still hidden. So a **late answer never touches a redelivered copy**: a finish
-/// after the `vt` ran out deletes nothing, whether or not another consumer has received the
-/// message since, and is reported as [`RsmqConsumerEvent::NotOwned`]. The message is then
-/// processed again. With [`auto_extend`](RsmqConsumerBuilder::auto_extend) the consumer
-/// keeps unanswered messages hidden, so this happens only when the consumer cannot reach
-/// Redis (or is stalled) for longer than `vt / 2`.
-///
-/// A message is never deleted before its handler succeeded (or the give-up path finished it),
-/// and a Redis error on an answer loses nothing: the message comes back after its `vt`.
-/// Messages moved to a [dead-letter queue](RsmqConsumerBuilder::dead_letter_queue) are sent
-/// there first and deleted after (checked, like every finish), so a crash in between, or a
-/// `vt` that runs out during the move, leaves a copy in both queues.
-///
-/// # Failures
-///
-/// * A dropped, unanswered [`Delivery`](crate::Delivery) is made visible again at once.
-/// * A closure handler that panics, or handler actors that have all stopped: the message is
-///   requeued with the default delay and [`RsmqConsumerEvent::HandlerFailed`] is emitted. The
-///   consumer lives on.
-/// * Redis errors while receiving (Redis down, queue missing): receiving backs off
-///   exponentially with jitter ([`RsmqConsumerBuilder::error_backoff`]) and goes on; the
-///   connection reconnects by itself.
-pub struct RsmqConsumer {
-    pub(crate) rsmq: Rsmq,
-    pub(crate) queue: Arc<str>,
+/// Receives from one RSMQ queue for an [`RsmqConsumer`](super::RsmqConsumer) handle, which
+/// documents the behaviour.
+pub(super) struct RsmqConsumerActor {
+    rsmq: Rsmq,
+    queue: Arc<str>,
     /// `rsmq:{queue}`, each delivery's source.
     source: Arc<str>,
-    pub(crate) settings: Settings,
+    settings: Settings,
     handler: HandlerSink,
     give_up: GiveUpHook,
     events: Option<Recipient<RsmqConsumerEvent>>,
-    pub(crate) counters: Arc<Counters>,
+    counters: Arc<Counters>,
     answers: mpsc::UnboundedSender<Answer>,
     answers_rx: Option<mpsc::UnboundedReceiver<Answer>>,
     /// The visibility timeout in seconds: configured, or the queue's once read.
-    pub(crate) vt: Option<u64>,
-    pub(crate) in_flight: HashMap<u64, InFlight>,
+    vt: Option<u64>,
+    in_flight: HashMap<u64, InFlight>,
     next_token: u64,
     /// Receives (and the queue read) in progress.
     receiving: usize,
-    pub(crate) supply: Supply,
-    pub(crate) poll_timer: Option<SpawnHandle>,
+    supply: Supply,
+    poll_timer: Option<SpawnHandle>,
     backoff: ReconnectBackoff,
     backing_off: bool,
-    pub(crate) realtime_backoff: ReconnectBackoff,
+    realtime_backoff: ReconnectBackoff,
     /// Answer calls to Redis in progress.
-    pub(crate) pending_calls: usize,
+    pending_calls: usize,
+    /// No handler actor is alive: receive no more until one is back.
+    handlers_unavailable: bool,
     /// Set once stopping: who waits for the drain.
     stopping: Option<Vec<oneshot::Sender<u32>>>,
 }
 
-impl RsmqConsumer {
-    /// Starts configuring a consumer of `queue`, on `rsmq`'s connection.
-    pub fn builder(rsmq: Rsmq, queue: impl Into<String>) -> RsmqConsumerBuilder {
-        RsmqConsumerBuilder::new(rsmq, queue)
-    }
-
-    pub(crate) fn new(builder: RsmqConsumerBuilder, counters: Arc<Counters>) -> Self {
+impl RsmqConsumerActor {
+    pub(super) fn new(builder: RsmqConsumerBuilder, counters: Arc<Counters>) -> Self {
         let (answers, answers_rx) = mpsc::unbounded_channel();
         let queue: Arc<str> = Arc::from(builder.queue.as_str());
         let vt = builder.visibility_timeout.map(|vt| vt.as_secs());
@@ -206,23 +133,24 @@ impl RsmqConsumer {
             poll_timer: None,
             backing_off: false,
             pending_calls: 0,
+            handlers_unavailable: false,
             stopping: None,
         }
     }
 
-    pub(crate) fn emit(&self, event: RsmqConsumerEvent) {
+    fn emit(&self, event: RsmqConsumerEvent) {
         if let Some(events) = &self.events {
             events.do_send(event);
         }
     }
 
-    pub(crate) fn is_stopping(&self) -> bool {
+    fn is_stopping(&self) -> bool {
         self.stopping.is_some()
     }
 
     /// Starts receives into the free slots, as many as the supply warrants.
-    pub(crate) fn fill(&mut self, ctx: &mut Context<Self>) {
-        if self.is_stopping() || self.backing_off {
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.is_stopping() || self.backing_off || self.handlers_unavailable {
             return;
         }
         let Some(vt) = self.vt else {
@@ -391,7 +319,10 @@ impl RsmqConsumer {
     fn report_handler_failure(&self, meta: &Meta, handled: &Handled) {
         let reason = match handled {
             Handled::Panicked(panic) => format!("handler panicked: {panic}"),
-            Handled::Gone => "no live handler actor took the message".to_owned(),
+            Handled::Gone => {
+                "no live handler took the message; released it without counting a failure"
+                    .to_owned()
+            }
             Handled::Returned(_) => return,
         };
         self.emit(RsmqConsumerEvent::HandlerFailed {
@@ -433,6 +364,8 @@ impl RsmqConsumer {
             if let Some(timer) = self.poll_timer.take() {
                 ctx.cancel_future(timer);
             }
+            // Deliveries waiting for a live handler actor go back at once (`Handled::Gone`).
+            self.handler.close();
         }
         if let (Some(waiters), Some(waiter)) = (&mut self.stopping, waiter) {
             waiters.push(waiter);
@@ -442,7 +375,7 @@ impl RsmqConsumer {
     }
 
     /// Stops once nothing is outstanding: no delivery unanswered, no Redis call pending.
-    pub(crate) fn check_drained(&mut self, ctx: &mut Context<Self>) {
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
         if self.is_stopping()
             && self.in_flight.is_empty()
             && self.pending_calls == 0
@@ -469,10 +402,11 @@ impl RsmqConsumer {
     }
 }
 
-impl Actor for RsmqConsumer {
+impl Actor for RsmqConsumerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.handler.report_to(ctx.address().recipient());
         if let Some(mut rx) = self.answers_rx.take() {
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         }
@@ -487,16 +421,37 @@ impl Actor for RsmqConsumer {
 /// Stop gracefully within `deadline`; resolves with the number of abandoned deliveries.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "u32")]
-pub(crate) struct Stop {
-    pub(crate) deadline: Duration,
+pub(super) struct Stop {
+    pub(super) deadline: Duration,
 }
 
-impl Handler<Stop> for RsmqConsumer {
+impl Handler<Stop> for RsmqConsumerActor {
     type Result = ResponseFuture<u32>;
 
     fn handle(&mut self, Stop { deadline }: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        // Deliveries waiting for a live handler actor go back now, not at the deadline.
+        self.handler.close();
         let (tx, rx) = oneshot::channel();
         self.begin_stop(deadline, Some(tx), ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })
+    }
+}
+
+/// Handler supervision, as the NSQ consumer does it (`consumer/handlers.rs`): report it, and
+/// receive nothing while no handler actor is alive.
+impl Handler<HandlerEvent> for RsmqConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, event: HandlerEvent, ctx: &mut Context<Self>) {
+        match event {
+            HandlerEvent::Unavailable => self.handlers_unavailable = true,
+            HandlerEvent::Available => {
+                self.handlers_unavailable = false;
+                self.supply = Supply::Unknown;
+                self.fill(ctx);
+            }
+            _ => {}
+        }
+        self.emit(RsmqConsumerEvent::Handler(event));
     }
 }

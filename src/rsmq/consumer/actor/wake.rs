@@ -6,15 +6,14 @@ use std::time::Duration;
 use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, StreamHandler};
 use rand::Rng;
 
-use super::{
-    consumer::RsmqConsumerEvent,
-    consumer_actor::{RsmqConsumer, Supply},
-    consumer_builder::RsmqConsumerBuilder,
+use super::{RsmqConsumerActor, Supply};
+use crate::rsmq::{
+    consumer::{RsmqConsumerBuilder, RsmqConsumerEvent},
     realtime::Notification,
 };
 
-impl RsmqConsumer {
-    pub(crate) fn arm_poll(&mut self, ctx: &mut Context<Self>) {
+impl RsmqConsumerActor {
+    pub(super) fn arm_poll(&mut self, ctx: &mut Context<Self>) {
         if self.poll_timer.is_some() || self.is_stopping() {
             return;
         }
@@ -30,7 +29,7 @@ impl RsmqConsumer {
     }
 
     /// The poll timer fired or a notification came: there may be messages again.
-    pub(crate) fn wake(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn wake(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.poll_timer.take() {
             ctx.cancel_future(timer);
         }
@@ -40,7 +39,7 @@ impl RsmqConsumer {
         self.fill(ctx);
     }
 
-    pub(crate) fn subscribe(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn subscribe(&mut self, ctx: &mut Context<Self>) {
         let (rsmq, queue) = (self.rsmq.clone(), self.queue.clone());
         let subscribe = async move { rsmq.subscribe(&queue).await };
         ctx.spawn(wrap_future(subscribe).map(|result, act: &mut Self, ctx| {
@@ -70,7 +69,7 @@ impl RsmqConsumer {
     }
 }
 
-impl StreamHandler<Notification> for RsmqConsumer {
+impl StreamHandler<Notification> for RsmqConsumerActor {
     fn handle(&mut self, notification: Notification, ctx: &mut Context<Self>) {
         tracing::trace!(queue = %self.queue, ?notification, "rsmq realtime notification");
         self.wake(ctx);

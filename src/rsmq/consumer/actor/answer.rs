@@ -7,30 +7,30 @@ use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 use actix::{fut::wrap_future, ActorFutureExt, AsyncContext, Context, SpawnHandle, StreamHandler};
 use tokio::sync::mpsc;
 
-use super::{
-    consumer::RsmqConsumerEvent,
-    consumer_actor::RsmqConsumer,
-    types::{DeleteOutcome, VisibilityOutcome},
-    validate,
-};
+use super::RsmqConsumerActor;
 use crate::{
     delivery::{requeue_delay, Action, Meta, Respond},
     error::{Error, Result},
+    rsmq::{
+        consumer::RsmqConsumerEvent,
+        types::{DeleteOutcome, VisibilityOutcome},
+        validate,
+    },
 };
 
 /// An answer travelling from a delivery to the consumer actor.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Answer {
+pub(super) struct Answer {
     /// Which delivery: the actor's key for it.
-    pub(crate) token: u64,
-    pub(crate) action: Action,
+    pub(super) token: u64,
+    pub(super) action: Action,
 }
 
 /// The responder of one delivery. Unbounded is safe: answers are bounded by the deliveries
 /// outstanding, which the concurrency bounds (touches aside, which the handler paces).
-pub(crate) struct Receipt {
-    pub(crate) token: u64,
-    pub(crate) answers: mpsc::UnboundedSender<Answer>,
+pub(super) struct Receipt {
+    pub(super) token: u64,
+    pub(super) answers: mpsc::UnboundedSender<Answer>,
 }
 
 impl Respond for Receipt {
@@ -44,7 +44,7 @@ impl Respond for Receipt {
 
 /// RSMQ keeps whole seconds: a delay with a fraction is rounded up, so a requeue never comes
 /// back sooner than asked, and capped at RSMQ's largest.
-pub(crate) fn whole_seconds_up(delay: Duration) -> Duration {
+fn whole_seconds_up(delay: Duration) -> Duration {
     let secs = delay
         .as_secs()
         .saturating_add(u64::from(delay.subsec_nanos() > 0));
@@ -79,7 +79,7 @@ impl From<VisibilityOutcome> for Applied {
     }
 }
 
-impl StreamHandler<Answer> for RsmqConsumer {
+impl StreamHandler<Answer> for RsmqConsumerActor {
     fn handle(&mut self, answer: Answer, ctx: &mut Context<Self>) {
         self.on_answer(answer, ctx);
     }
@@ -89,8 +89,8 @@ impl StreamHandler<Answer> for RsmqConsumer {
     }
 }
 
-impl RsmqConsumer {
-    pub(crate) fn on_answer(&mut self, Answer { token, action }: Answer, ctx: &mut Context<Self>) {
+impl RsmqConsumerActor {
+    pub(super) fn on_answer(&mut self, Answer { token, action }: Answer, ctx: &mut Context<Self>) {
         if action == Action::Touch {
             if self.in_flight.contains_key(&token) {
                 self.extend(token, ctx);
@@ -143,7 +143,7 @@ impl RsmqConsumer {
     }
 
     /// Auto-extension: every `vt / 2` while the delivery is unanswered.
-    pub(crate) fn start_extender(
+    pub(super) fn start_extender(
         &mut self,
         token: u64,
         ctx: &mut Context<Self>,

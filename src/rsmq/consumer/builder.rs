@@ -1,25 +1,21 @@
 //! Configuration of an [`RsmqConsumer`].
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
-use actix::{Actor, Recipient};
+use actix::Recipient;
 
-use super::{
-    client::Rsmq,
-    consumer::{Counters, RsmqConsumerEvent, RsmqConsumerHandle},
-    consumer_actor::RsmqConsumer,
-    validate,
-};
+use super::{RsmqConsumer, RsmqConsumerEvent};
 use crate::{
-    delivery::{Delivery, HandlerResult},
+    delivery::Delivery,
     error::{BodyError, Error, Result},
-    handler::{GiveUp, GiveUpHook, HandlerSink, Handlers},
+    handler::{GiveUpHook, HandlerSink, Handlers},
     retry::ReconnectPolicy,
+    rsmq::{client::Rsmq, validate},
 };
 
 /// What happens to messages received more than `max_attempts` times.
 #[derive(Clone)]
-pub(crate) enum GiveUpTarget {
+enum GiveUpTarget {
     Hook(GiveUpHook),
     DeadLetter(String),
 }
@@ -27,21 +23,23 @@ pub(crate) enum GiveUpTarget {
 /// Builds an [`RsmqConsumer`]. Setting names follow the NSQ
 /// [`ConsumerBuilder`](crate::ConsumerBuilder) where the meaning is the same.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct RsmqConsumerBuilder {
-    pub(crate) rsmq: Rsmq,
-    pub(crate) queue: String,
+    pub(super) rsmq: Rsmq,
+    pub(super) queue: String,
     handlers: Handlers,
-    pub(crate) concurrency: u32,
-    pub(crate) visibility_timeout: Option<Duration>,
-    pub(crate) auto_extend: bool,
-    pub(crate) max_attempts: u32,
+    pub(super) concurrency: u32,
+    pub(super) visibility_timeout: Option<Duration>,
+    pub(super) auto_extend: bool,
+    pub(super) max_attempts: u32,
     give_up: GiveUpTarget,
-    pub(crate) poll_interval: Duration,
-    pub(crate) realtime: bool,
-    pub(crate) default_requeue_delay: Duration,
-    pub(crate) max_requeue_delay: Duration,
-    pub(crate) error_backoff: ReconnectPolicy,
-    pub(crate) events: Option<Recipient<RsmqConsumerEvent>>,
+    pub(super) poll_interval: Duration,
+    pub(super) realtime: bool,
+    pub(super) default_requeue_delay: Duration,
+    pub(super) max_requeue_delay: Duration,
+    pub(super) error_backoff: ReconnectPolicy,
+    pub(super) stop_timeout: Duration,
+    pub(super) events: Option<Recipient<RsmqConsumerEvent>>,
 }
 
 impl RsmqConsumerBuilder {
@@ -66,8 +64,10 @@ impl RsmqConsumerBuilder {
     /// The backoff of receives after Redis errors: from 100 ms, doubling, up to 10 s, with
     /// equal jitter, forever.
     pub const DEFAULT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
+    /// As [`ConsumerBuilder::DEFAULT_STOP_TIMEOUT`](crate::ConsumerBuilder::DEFAULT_STOP_TIMEOUT).
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-    pub(crate) fn new(rsmq: Rsmq, queue: impl Into<String>) -> Self {
+    pub(super) fn new(rsmq: Rsmq, queue: impl Into<String>) -> Self {
         Self {
             rsmq,
             queue: queue.into(),
@@ -82,26 +82,27 @@ impl RsmqConsumerBuilder {
             default_requeue_delay: Self::DEFAULT_REQUEUE_DELAY,
             max_requeue_delay: Self::DEFAULT_MAX_REQUEUE_DELAY,
             error_backoff: ReconnectPolicy::new().max_delay(Self::DEFAULT_ERROR_BACKOFF_MAX),
+            stop_timeout: Self::DEFAULT_STOP_TIMEOUT,
             events: None,
         }
     }
 
-    /// Adds an actix actor that handles deliveries. Several actors share the work, each
-    /// delivery going to the next live one; a full mailbox makes the consumer wait.
-    pub fn handler(mut self, recipient: Recipient<Delivery>) -> Self {
-        self.handlers.add_actor(recipient);
-        self
-    }
-
-    /// Handles deliveries with an async closure (replaces any earlier closure; used when no
-    /// actor handler is set). A panic in it is caught: the message is requeued.
-    pub fn handler_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.handlers.set_closure(f);
-        self
+    crate::handler_setters::handler_setters! {
+        /// ```no_run
+        /// # async fn demo() -> actix_nsq::Result<()> {
+        /// use actix_nsq::{rsmq::{Rsmq, RsmqConsumer}, Delivery};
+        ///
+        /// let rsmq = Rsmq::connect("redis://127.0.0.1:6379/0").await?;
+        /// let consumer = RsmqConsumer::builder(rsmq, "jobs")
+        ///     .handler_blocking(4, || {
+        ///         |delivery: Delivery| {
+        ///             std::fs::write("/tmp/last", delivery.body())?; // blocking is fine here
+        ///             Ok(())
+        ///         }
+        ///     })
+        ///     .start()?;
+        /// # Ok(()) }
+        /// ```
     }
 
     /// The most deliveries outstanding (handed out, not yet answered) at once, like NSQ's
@@ -131,24 +132,6 @@ impl RsmqConsumerBuilder {
     /// dead-letter queue instead of the handler (default 5, 0 = unlimited).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
-        self
-    }
-
-    /// Where messages past `max_attempts` go: an actor answering [`GiveUp`] (`Ok` deletes the
-    /// message, `Err` requeues it). Without a hook or dead-letter queue they are logged at
-    /// `warn` and deleted. Replaces an earlier hook or dead-letter queue.
-    pub fn give_up(mut self, recipient: Recipient<GiveUp>) -> Self {
-        self.give_up = GiveUpTarget::Hook(GiveUpHook::Recipient(recipient));
-        self
-    }
-
-    /// As [`give_up`](Self::give_up), with an async closure.
-    pub fn give_up_fn<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        self.give_up = GiveUpTarget::Hook(GiveUpHook::closure(f));
         self
     }
 
@@ -196,7 +179,13 @@ impl RsmqConsumerBuilder {
         self
     }
 
-    /// Receives the consumer's events: errors, recoveries, late answers.
+    /// Deadline for [`RsmqConsumer::stop`] (default 30 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Receives the consumer's events: errors, recoveries, late answers, handler restarts.
     pub fn events(mut self, recipient: Recipient<RsmqConsumerEvent>) -> Self {
         self.events = Some(recipient);
         self
@@ -212,6 +201,12 @@ impl RsmqConsumerBuilder {
         validate::queue_name(&self.queue)?;
         if let Some(problem) = self.handlers.problem() {
             return Err(Error::config("handler", problem));
+        }
+        if self.handlers.budget.within.is_zero() {
+            return Err(Error::config(
+                "handler_restarts",
+                "the window must be greater than zero",
+            ));
         }
         if !(1..=Self::MAX_CONCURRENCY).contains(&self.concurrency) {
             return Err(Error::config(
@@ -260,31 +255,27 @@ impl RsmqConsumerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate).
-    ///
-    /// # Panics
-    ///
-    /// Outside a running actix `System` (actors need an arbiter).
-    pub fn start(self) -> Result<RsmqConsumerHandle> {
+    /// As [`validate`](Self::validate); [`Error::NoActixSystem`](crate::Error::NoActixSystem)
+    /// outside a running actix `System` (actors need one).
+    pub fn start(self) -> Result<RsmqConsumer> {
         self.validate()?;
+        crate::runtime::ensure_actix_system("an RsmqConsumer")?;
         // Start the handler actors or threads now, so that a failure is an error here.
         self.handlers.sink()?;
-        let queue: Arc<str> = Arc::from(self.queue.as_str());
-        let counters = Arc::new(Counters::default());
-        let addr = RsmqConsumer::new(self, counters.clone()).start();
-        Ok(RsmqConsumerHandle {
-            addr,
-            queue,
-            counters,
-        })
+        Ok(RsmqConsumer::start(self))
     }
 
     /// The handlers started by [`start`](Self::start).
-    pub(crate) fn handler_sink(&self) -> HandlerSink {
+    pub(super) fn handler_sink(&self) -> HandlerSink {
         self.handlers.started()
     }
 
-    pub(crate) fn give_up_hook(&self) -> GiveUpHook {
+    /// Used by the shared `give_up`/`give_up_fn` setters; replaces a dead-letter queue.
+    fn set_give_up(&mut self, hook: GiveUpHook) {
+        self.give_up = GiveUpTarget::Hook(hook);
+    }
+
+    pub(super) fn give_up_hook(&self) -> GiveUpHook {
         match &self.give_up {
             GiveUpTarget::Hook(hook) => hook.clone(),
             GiveUpTarget::DeadLetter(dlq) => dead_letter(self.rsmq.clone(), Arc::from(&**dlq)),
@@ -342,6 +333,7 @@ impl fmt::Debug for RsmqConsumerBuilder {
             .field("default_requeue_delay", &self.default_requeue_delay)
             .field("max_requeue_delay", &self.max_requeue_delay)
             .field("error_backoff", &self.error_backoff)
+            .field("stop_timeout", &self.stop_timeout)
             .field("events", &self.events.is_some())
             .finish()
     }
