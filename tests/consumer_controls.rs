@@ -16,28 +16,25 @@ use actix_nsq::{
     testing::{TestLookupd, TestNsqd},
     Consumer, ConsumerEvent,
 };
-use support::{eventually, Events};
+use support::{eventually, lookups, Events};
 
-fn lookups(lookupd: &TestLookupd) -> usize {
-    lookupd
-        .requests()
-        .iter()
-        .filter(|r| r.contains("/lookup"))
-        .count()
-}
-
-#[actix_rt::test]
-async fn is_running_until_the_stop_completes() {
-    let nsqd = TestNsqd::start().unwrap();
+/// A consumer of one message on `nsqd` whose handler takes 300 ms.
+fn slow_consumer(nsqd: &TestNsqd) -> Consumer {
     nsqd.publish("events", "slow").unwrap();
-    let consumer = Consumer::builder("events", "c")
+    Consumer::builder("events", "c")
         .nsqd(nsqd.addr().to_string())
         .handler_fn(|_| async {
             actix_rt::time::sleep(Duration::from_millis(300)).await;
             Ok(())
         })
         .start()
-        .unwrap();
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn is_running_until_the_stop_completes() {
+    let nsqd = TestNsqd::start().unwrap();
+    let consumer = slow_consumer(&nsqd);
     let clone = consumer.clone();
     assert!(consumer.is_running());
     assert!(eventually(|| consumer.stats().in_flight == 1).await);
@@ -57,15 +54,7 @@ async fn is_running_until_the_stop_completes() {
 #[actix_rt::test]
 async fn a_stop_whose_caller_gave_up_waiting_still_ends_is_running() {
     let nsqd = TestNsqd::start().unwrap();
-    nsqd.publish("events", "slow").unwrap();
-    let consumer = Consumer::builder("events", "c")
-        .nsqd(nsqd.addr().to_string())
-        .handler_fn(|_| async {
-            actix_rt::time::sleep(Duration::from_millis(300)).await;
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let consumer = slow_consumer(&nsqd);
     assert!(eventually(|| consumer.stats().in_flight == 1).await);
     // The caller stops waiting while the message in flight is still being handled.
     let waited = tokio::time::timeout(Duration::from_millis(1), consumer.stop()).await;

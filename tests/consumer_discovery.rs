@@ -16,15 +16,7 @@ use actix_nsq::{
     testing::{TestLookupd, TestNsqd},
     ConnectionConfig, Consumer, ConsumerEvent,
 };
-use support::{eventually, fast_reconnect, Events};
-
-fn lookups(lookupd: &TestLookupd) -> usize {
-    lookupd
-        .requests()
-        .iter()
-        .filter(|r| r.contains("/lookup"))
-        .count()
-}
+use support::{eventually, fast_reconnect, lookups, Events};
 
 #[actix_rt::test]
 async fn an_unreachable_nsqd_does_not_make_a_requery_storm() {

@@ -7,7 +7,10 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_nsq::{testing::TestNsqd, ConsumerEvent, ReconnectPolicy};
+use actix_nsq::{
+    testing::{TestLookupd, TestNsqd},
+    ConsumerEvent, ReconnectPolicy,
+};
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -26,6 +29,15 @@ pub fn lines(nsqd: &TestNsqd) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// How many `/lookup` queries the test nsqlookupd has answered.
+pub fn lookups(lookupd: &TestLookupd) -> usize {
+    lookupd
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/lookup"))
+        .count()
 }
 
 /// Polls until `pred` holds or the deadline passes.
